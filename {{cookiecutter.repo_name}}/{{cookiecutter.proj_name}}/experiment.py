@@ -1,0 +1,219 @@
+"""Wiring: config -> dataset, network, training model -> training loop -> results directory.
+
+This is the one module that knows both sides: the project's components
+(configs, datasets, networks, training_models) and the infrastructure
+(``engine``).  ``bin/train.py``, ``bin/evaluate.py`` and
+``training_scripts/run_experiment.py`` are thin wrappers around it.
+
+Exit codes: 0 finished (or nothing left to do), 1 the run failed,
+2 bad command line or config (nothing was written), 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import configs
+from .datasets import build_dataset, one_vs_rest
+from .engine import cli
+from .engine.checkpoint import atomic_write_json, load_tensors
+from .engine.data import InMemoryBatches
+from .engine.loop import Trainer, evaluate
+from .engine.results import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir, print_exception
+from .networks import NETWORKS, build_network
+from .training_models import TRAINING_MODELS, build_training_model
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the best available device; anything else as given (checked)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise cli.ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise cli.ConfigError(f"device={name!r} but MPS is not available here; use device=auto or cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dict[str, Any]:
+    """Dataset splits, network and training model for ``cfg``, on ``device``."""
+    dataset = build_dataset(cfg.data)
+    outputs = cfg.model.output_shape or dataset.num_classes
+    if with_test:
+        splits = {"test": dataset.test()}
+    else:
+        train, valid = dataset.train_valid()
+        splits = {"train": train, "valid": valid}
+    if outputs == 1:  # one logit: a binary task, positive_class against the rest
+        splits = {name: one_vs_rest(split, cfg.data.positive_class) for name, split in splits.items()}
+    network = build_network(cfg.model, dataset.input_shape, outputs).to(device)
+    model = build_training_model(cfg.training_model, network, cfg)
+    batches = {
+        name: InMemoryBatches(
+            split.x.to(device),
+            split.y.to(device),
+            cfg.batch_size,
+            shuffle=name == "train",
+            seed=cfg.seed,
+            transform=dataset.batch_transform(train=name == "train"),
+        )
+        for name, split in splits.items()
+        if len(split.y)
+    }
+    return {"model": model, "batches": batches}
+
+
+def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_config_change: bool = False) -> int:
+    """Train (or resume) the run in ``results_dir``; return the exit code."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    results = ResultsDir(results_dir)
+    # Refuse a changed config before anything is written.
+    changes = results.check_config(config, configs.RESUMABLE_CHANGES, allow_any=allow_config_change)
+    device = resolve_device(cfg.device)
+    results.start(list(argv), {"device": str(device)})
+    results.capture_output()
+    status, reason, code = STATUS_FAILED, None, EXIT_FAILED
+    try:
+        for change in changes:
+            print(f"Resuming with a changed config: {change}")
+        results.write_config(config)
+        results.copy_script(argv[0])
+        seed_everything(cfg.seed)
+        built = build(cfg, device)
+        trainer = Trainer(
+            built["model"],
+            built["batches"]["train"],
+            built["batches"].get("valid"),
+            results,
+            num_epochs=cfg.num_epochs,
+            keep_checkpoints=cfg.keep_checkpoints,
+        )
+        trainer.resume()
+        trainer.fit()
+        status, code = STATUS_FINISHED, EXIT_OK
+        print(f"Results in {results.path}")
+    except KeyboardInterrupt:
+        status, reason, code = STATUS_INTERRUPTED, "KeyboardInterrupt", EXIT_INTERRUPTED
+        print("Interrupted; run the same command again to resume.", file=sys.stderr)
+    except (cli.ConfigError, FileNotFoundError) as err:  # expected problems: one line, no traceback
+        reason = f"{type(err).__name__}: {err}"
+        print(f"error: {err}", file=sys.stderr)
+    except Exception:
+        reason = print_exception()
+    finally:
+        results.finish(status, reason)
+        results.release_output()
+    return code
+
+
+def evaluate_run(results_dir: str | Path) -> dict[str, float]:
+    """Test-set metrics of the run in ``results_dir``, also written to its test_metrics.json."""
+    results_dir = Path(results_dir)
+    if not (results_dir / "config.json").is_file() or not (results_dir / "model.pt").is_file():
+        raise cli.ConfigError(f"{results_dir} is not a results directory with a trained model (config.json, model.pt)")
+    cfg = OmegaConf.create(json.loads((results_dir / "config.json").read_text()))
+    device = resolve_device("auto")  # the machine evaluating may differ from the one that trained
+    built = build(cfg, device, with_test=True)
+    model = built["model"]
+    model.network.load_state_dict(load_tensors(results_dir / "model.pt", device))
+    metrics = evaluate(model, built["batches"]["test"], prefix="test_")
+    epoch = json.loads((results_dir / "loop_state.json").read_text())["epoch"]
+    atomic_write_json(results_dir / "test_metrics.json", {**metrics, "epoch": epoch})
+    return metrics
+
+
+def help_epilog() -> str:
+    """The long part of ``--help``: configs, every key with type and default, the choices."""
+    base = OmegaConf.structured(configs.ExperimentConfig)
+    lines = ["configs (how each differs from the defaults below):"]
+    for name, factory in configs.CONFIGS.items():
+        doc = (factory.__doc__ or "").strip().splitlines()[0]
+        diff = cli.config_diff(OmegaConf.to_container(base), OmegaConf.to_container(OmegaConf.structured(factory())))
+        lines.append(f"  {name:<9} {doc}")
+        lines += [f"{'':12}{key}={new!r}" for key, _, new in diff if new != "<absent>"]
+    lines += ["", "keys (--key=value; values are read as literals: 3, 0.1, true, [[3, 0.1], [100, 0.01]]):"]
+    lines.append(cli.format_keys(base))
+    lines += ["", "models (--model=NAME selects one with its defaults; --model.KEY=VALUE sets an argument;",
+              "        all also take input_shape and output_shape, taken from the data when null):"]
+    for name in NETWORKS:
+        rows = cli.describe(OmegaConf.structured(configs.SELECTORS["model"](name)))
+        shared = ("name", "input_shape", "output_shape")
+        args = ", ".join(f"{key}: {kind} = {value}" for key, kind, value in rows if key not in shared)
+        lines.append(f"  {name:<9} {args}")
+    from .datasets import DATASETS
+
+    lines += ["", f"data.name:        {', '.join(DATASETS)}", f"training_model:   {', '.join(TRAINING_MODELS)}"]
+    lines += [
+        "",
+        "examples:",
+        "  python bin/train.py iris runs/iris_mlp",
+        "  python bin/train.py cifar10 runs/test --model.n_filters=10",
+        "  python bin/train.py cifar10 runs/test_lenet --model=lenet",
+        '  python bin/train.py cifar10 runs/test_lrsch --lr_schedule="[[3, 0.1],[100, 0.01]]"',
+        "",
+        "Running the same command on an existing RESULTS_DIR resumes it.",
+        "exit codes: 0 finished, 1 failed, 2 bad command line or config, 130 interrupted",
+    ]
+    return "\n".join(lines)
+
+
+def parse_and_check(argv: Sequence[str]) -> cli.Command:
+    command = cli.parse_command_line(
+        argv[1:],
+        prog=Path(argv[0]).name,
+        description="Train a model from a named config, changed by --key=value overrides.",
+        configs=configs.CONFIGS,
+        selectors=configs.SELECTORS,
+        help_epilog=help_epilog,
+    )
+    configs.check(command.cfg)
+    return command
+
+
+def main_train(argv: Sequence[str]) -> int:
+    """``bin/train.py CONFIG RESULTS_DIR [--key=value ...]``."""
+    try:
+        command = parse_and_check(argv)
+        if command.dry_run:
+            print(OmegaConf.to_yaml(command.cfg), end="")
+            return EXIT_OK
+        return train(command.cfg, command.results_dir, argv, command.allow_config_change)
+    except cli.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def main_evaluate(argv: Sequence[str]) -> int:
+    """``bin/evaluate.py RESULTS_DIR``: report and record the test metrics of a run."""
+    if len(argv) != 2 or argv[1] in ("-h", "--help"):
+        print(f"usage: {Path(argv[0]).name} RESULTS_DIR\n\nReport the test-set metrics of a finished run and write them to "
+              "RESULTS_DIR/test_metrics.json.", file=sys.stderr if len(argv) != 2 else sys.stdout)
+        return EXIT_USAGE if len(argv) != 2 else EXIT_OK
+    try:
+        metrics = evaluate_run(argv[1])
+    except cli.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print("  ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
+    return EXIT_OK

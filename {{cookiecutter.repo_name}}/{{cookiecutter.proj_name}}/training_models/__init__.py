@@ -1,0 +1,19 @@
+"""Training models (what is optimised and how), selected with ``--training_model=NAME``.
+
+To try another strategy, subclass ``BaseModel``, override what differs and add
+the class to ``TRAINING_MODELS``.
+"""
+
+from __future__ import annotations
+
+from ..engine.cli import ConfigError
+from .base import BaseModel
+from .xavier_init import XavierInitModel
+
+TRAINING_MODELS = {"BaseModel": BaseModel, "XavierInitModel": XavierInitModel}
+
+
+def build_training_model(name: str, network, cfg) -> BaseModel:
+    if name not in TRAINING_MODELS:
+        raise ConfigError(f"unknown training_model {name!r}; choose one of: {', '.join(TRAINING_MODELS)}")
+    return TRAINING_MODELS[name](network, cfg)
