@@ -17,7 +17,16 @@ import tempfile
 from pathlib import Path
 
 LICENSE_DIR = "licenses"
-RESULT_FILES = ("config.json", "meta.json", "history.csv", "model.pt", "loop_state.json", "stdout.txt", "stderr.txt", "train.py")
+RESULT_FILES = (
+    "config.json",
+    "meta.json",
+    "history.csv",
+    "model.pt",
+    "loop_state.json",
+    "stdout.txt",
+    "stderr.txt",
+    "train.py",
+)
 
 
 def as_bool(value: object) -> bool:
@@ -144,4 +153,4 @@ def main(answers: dict) -> int:
 
 if __name__ == "__main__":
     # cookiecutter renders the next line into a JSON string literal holding every answer.
-    sys.exit(main(json.loads({{ cookiecutter | tojson | tojson }})))
+    sys.exit(main(json.loads({{cookiecutter | tojson | tojson}})))  # noqa: F821

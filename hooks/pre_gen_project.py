@@ -44,27 +44,39 @@ def check_folder_name(prompt: str, value: str) -> None:
     if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
         raise _fail(prompt, value, rule)
     if WINDOWS_FORBIDDEN & set(value):
-        raise _fail(prompt, value, rule + " (nor any of < > : \" | ? *)")
+        raise _fail(prompt, value, rule + ' (nor any of < > : " | ? *)')
 
 
 def check_module_name(prompt: str, value: str) -> None:
     if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
-        raise _fail(prompt, value, "must be a Python identifier: ASCII letters, digits and _, not starting with a digit (e.g. iris_model)")
+        raise _fail(
+            prompt,
+            value,
+            "must be a Python identifier: ASCII letters, digits and _, not starting with a digit (e.g. iris_model)",
+        )
     if keyword.iskeyword(value) or keyword.issoftkeyword(value):
         raise _fail(prompt, value, "is a Python keyword")
     if value in sys.stdlib_module_names or value in DEPENDENCIES:
-        raise _fail(prompt, value, "would shadow a module of the standard library, torch, torchvision or another dependency")
+        raise _fail(
+            prompt, value, "would shadow a module of the standard library, torch, torchvision or another dependency"
+        )
     if value in PROJECT_FOLDERS:
         raise _fail(prompt, value, f"is the name of a folder of the project ({', '.join(sorted(PROJECT_FOLDERS))})")
 
 
 def check_class_name(prompt: str, value: str) -> None:
     if not isinstance(value, str) or not CLASS_NAME.fullmatch(value):
-        raise _fail(prompt, value, "must be a class name: an ASCII letter in upper case, then letters and digits (e.g. IrisDataLoader)")
+        raise _fail(
+            prompt,
+            value,
+            "must be a class name: an ASCII letter in upper case, then letters and digits (e.g. IrisDataLoader)",
+        )
     if keyword.iskeyword(value):
         raise _fail(prompt, value, "is a Python keyword")
     if value in DATASET_CLASSES_TAKEN:
-        raise _fail(prompt, value, f"is already used in the datasets package ({', '.join(sorted(DATASET_CLASSES_TAKEN))})")
+        raise _fail(
+            prompt, value, f"is already used in the datasets package ({', '.join(sorted(DATASET_CLASSES_TAKEN))})"
+        )
 
 
 def check_text(prompt: str, value: str) -> None:
@@ -119,4 +131,4 @@ def main(answers_json: str) -> int:
 
 if __name__ == "__main__":
     # cookiecutter renders the next line into a JSON string literal holding every answer.
-    sys.exit(main({{ cookiecutter | tojson | tojson }}))
+    sys.exit(main({{cookiecutter | tojson | tojson}}))  # noqa: F821

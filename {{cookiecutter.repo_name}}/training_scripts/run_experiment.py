@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a checkout, installed or not
 
-from {{ cookiecutter.proj_name }}.experiment import EXIT_USAGE, train  # noqa: E402
 from {{ cookiecutter.proj_name }} import configs  # noqa: E402
 from {{ cookiecutter.proj_name }}.engine import cli  # noqa: E402
+from {{ cookiecutter.proj_name }}.experiment import EXIT_USAGE, train  # noqa: E402
 
 OPTIMIZER_FIELDS = ("lr", "momentum", "weight_decay")
 

@@ -154,8 +154,11 @@ def help_epilog() -> str:
         lines += [f"{'':12}{key}={new!r}" for key, _, new in diff if new != "<absent>"]
     lines += ["", "keys (--key=value; values are read as literals: 3, 0.1, true, [[3, 0.1], [100, 0.01]]):"]
     lines.append(cli.format_keys(base))
-    lines += ["", "models (--model=NAME selects one with its defaults; --model.KEY=VALUE sets an argument;",
-              "        all also take input_shape and output_shape, taken from the data when null):"]
+    lines += [
+        "",
+        "models (--model=NAME selects one with its defaults; --model.KEY=VALUE sets an argument;",
+        "        all also take input_shape and output_shape, taken from the data when null):",
+    ]
     for name in NETWORKS:
         rows = cli.describe(OmegaConf.structured(configs.SELECTORS["model"](name)))
         shared = ("name", "input_shape", "output_shape")
@@ -207,8 +210,11 @@ def main_train(argv: Sequence[str]) -> int:
 def main_evaluate(argv: Sequence[str]) -> int:
     """``bin/evaluate.py RESULTS_DIR``: report and record the test metrics of a run."""
     if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print(f"usage: {Path(argv[0]).name} RESULTS_DIR\n\nReport the test-set metrics of a finished run and write them to "
-              "RESULTS_DIR/test_metrics.json.", file=sys.stderr if len(argv) != 2 else sys.stdout)
+        print(
+            f"usage: {Path(argv[0]).name} RESULTS_DIR\n\nReport the test-set metrics of a finished run and write them to "
+            "RESULTS_DIR/test_metrics.json.",
+            file=sys.stderr if len(argv) != 2 else sys.stdout,
+        )
         return EXIT_USAGE if len(argv) != 2 else EXIT_OK
     try:
         metrics = evaluate_run(argv[1])

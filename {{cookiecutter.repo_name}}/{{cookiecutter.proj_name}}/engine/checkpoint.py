@@ -132,7 +132,9 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _publish_model(Path(results_dir), final / "model.pt")
-    atomic_write_json(Path(results_dir) / "loop_state.json", {**loop_state, "checkpoint": str(final.relative_to(results_dir))})
+    atomic_write_json(
+        Path(results_dir) / "loop_state.json", {**loop_state, "checkpoint": str(final.relative_to(results_dir))}
+    )
     for old in list_checkpoints(results_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -110,7 +110,9 @@ def type_of(cfg: DictConfig, dotted_key: str) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
-def build_parser(prog: str, description: str, configs: Mapping[str, ConfigFactory], epilog: str) -> argparse.ArgumentParser:
+def build_parser(
+    prog: str, description: str, configs: Mapping[str, ConfigFactory], epilog: str
+) -> argparse.ArgumentParser:
     """The argparse parser for ``CONFIG RESULTS_DIR [--key=value ...] [flags]``."""
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -120,7 +122,9 @@ def build_parser(prog: str, description: str, configs: Mapping[str, ConfigFactor
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", metavar="CONFIG", help=f"base config, one of: {', '.join(configs)}")
-    parser.add_argument("results_dir", metavar="RESULTS_DIR", help="where the run writes everything (resumed if it exists)")
+    parser.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="where the run writes everything (resumed if it exists)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit (default: off)")
     parser.add_argument(
         "--allow-config-change",

@@ -70,6 +70,6 @@ class InMemoryBatches:
             x = self.x[index]
             yield (self.transform(x) if self.transform else x), self.y[index]
 
-    def to(self, device: torch.device) -> "InMemoryBatches":
+    def to(self, device: torch.device) -> InMemoryBatches:
         self.x, self.y = self.x.to(device), self.y.to(device)
         return self

@@ -1,13 +1,13 @@
 """The results directory: everything one run leaves behind, and nothing lost on resume.
 
-    config.json    the fully resolved config
-    meta.json      command, times, status, host, versions, device, git commit
-    history.csv    one row per epoch
-    model.pt       the newest weights (a state dict)
-    loop_state.json + checkpoints/   what resume needs (see checkpoint.py)
-    stdout.txt, stderr.txt           everything printed, appended on resume
-    <script>.py    a copy of the entry point that ran
-    events.out.tfevents.*            TensorBoard scalars
+config.json    the fully resolved config
+meta.json      command, times, status, host, versions, device, git commit
+history.csv    one row per epoch
+model.pt       the newest weights (a state dict)
+loop_state.json + checkpoints/   what resume needs (see checkpoint.py)
+stdout.txt, stderr.txt           everything printed, appended on resume
+<script>.py    a copy of the entry point that ran
+events.out.tfevents.*            TensorBoard scalars
 """
 
 from __future__ import annotations
@@ -124,7 +124,13 @@ class ResultsDir:
         """Record how this session ended; the previous sessions stay listed in ``sessions``."""
         end = utc_now()
         duration = round(time.monotonic() - self._started, 3)
-        session = {"start_time": self.meta["start_time"], "end_time": end, "duration_s": duration, "status": status, "reason": reason}
+        session = {
+            "start_time": self.meta["start_time"],
+            "end_time": end,
+            "duration_s": duration,
+            "status": status,
+            "reason": reason,
+        }
         self.meta.update(status=status, end_time=end, duration_s=duration, reason=reason)
         self.meta["sessions"] = [*self.meta.get("sessions", []), session]
         self._save_meta()

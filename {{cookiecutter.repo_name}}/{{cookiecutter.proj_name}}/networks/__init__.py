@@ -44,6 +44,8 @@ def build_network(cfg, input_shape: Sequence[int], output_shape: int) -> nn.Modu
     network_cls, config_cls = NETWORKS[cfg.name]
     names = [f.name for f in dataclasses.fields(config_cls) if f.name not in ("name", "input_shape", "output_shape")]
     if cfg.input_shape is not None and list(cfg.input_shape) != list(input_shape):
-        raise ConfigError(f"model.input_shape={list(cfg.input_shape)} but the data has samples of shape {list(input_shape)}")
+        raise ConfigError(
+            f"model.input_shape={list(cfg.input_shape)} but the data has samples of shape {list(input_shape)}"
+        )
     outputs = cfg.output_shape if cfg.output_shape is not None else output_shape
     return network_cls(list(input_shape), outputs, **{name: cfg[name] for name in names})
