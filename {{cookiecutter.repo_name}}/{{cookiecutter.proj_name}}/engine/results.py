@@ -36,19 +36,32 @@ def utc_now() -> str:
 
 
 class Tee:
-    """A text stream that writes to the terminal and to a file (used for stdout and stderr)."""
+    """A text stream that writes to the terminal and to a file (used for stdout and stderr).
+
+    If the terminal goes away (closed pipe, ended ssh session), the run goes on
+    and keeps logging to the file.
+    """
 
     def __init__(self, stream: TextIO, log: TextIO):
         self.stream, self.log = stream, log
+        self.terminal_ok = True
 
     def write(self, text: str) -> int:
-        self.stream.write(text)
         self.log.write(text)
+        if self.terminal_ok:
+            try:
+                self.stream.write(text)
+            except OSError:  # BrokenPipeError and friends: stop echoing, keep training
+                self.terminal_ok = False
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
         self.log.flush()
+        if self.terminal_ok:
+            try:
+                self.stream.flush()
+            except OSError:
+                self.terminal_ok = False
 
     def isatty(self) -> bool:
         return self.stream.isatty()
@@ -96,6 +109,17 @@ class ResultsDir:
         self.path.mkdir(parents=True, exist_ok=True)
         meta_path = self.path / "meta.json"
         previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        sessions = previous.get("sessions", [])
+        if previous.get("status") == STATUS_RUNNING:  # the last process died without recording how it ended
+            sessions.append(
+                {
+                    "start_time": previous.get("start_time"),
+                    "end_time": None,
+                    "duration_s": None,
+                    "status": "died",
+                    "reason": "the process ended without recording a status (killed, out of memory, power loss?)",
+                }
+            )
         now = utc_now()
         self._started = time.monotonic()
         self.meta = {
@@ -112,7 +136,7 @@ class ResultsDir:
             **versions(),
             **git_info(Path(argv[0]).resolve().parent if argv else Path.cwd()),
             **extra,
-            "sessions": previous.get("sessions", []),
+            "sessions": sessions,
         }
         self._save_meta()
 
