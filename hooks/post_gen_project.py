@@ -44,7 +44,7 @@ def choose_license(project: Path, license_name: str) -> None:
 
 
 def write_answers(project: Path, answers: dict) -> None:
-    """Save the answers (cookiecutter's replay format) so the project can be baked again."""
+    """Save the answers (public ones and ``_template``), to know later how the project was made."""
     kept = {key: value for key, value in answers.items() if not key.startswith("_") or key == "_template"}
     (project / ".cookiecutter.json").write_text(json.dumps(kept, indent=2) + "\n")
 

@@ -13,6 +13,8 @@ import re
 import sys
 import unicodedata
 
+# repo_name is also the distribution name in pyproject.toml, so it must be a valid one (PEP 508).
+DISTRIBUTION_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -22,7 +24,7 @@ DEPENDENCIES = {"torch", "torchvision", "numpy", "pandas", "omegaconf", "tqdm", 
 # Folders at the top of the generated project: a package of the same name would collide.
 PROJECT_FOLDERS = {"bin", "etc", "experiments", "tests", "training_scripts", "licenses", "runs", "data"}
 # Names already used inside the generated datasets package.
-DATASET_CLASSES_TAKEN = {"Cifar10Loader", "Split"}
+DATASET_CLASSES_TAKEN = {"Cifar10Loader", "ConfigError", "DATASETS", "Path", "Split"}
 WINDOWS_FORBIDDEN = set('<>:"|?*')
 BOOLEAN_WORDS = {"true", "false", "yes", "no", "y", "n", "1", "0", "on", "off"}
 
@@ -45,6 +47,12 @@ def check_folder_name(prompt: str, value: str) -> None:
         raise _fail(prompt, value, rule)
     if WINDOWS_FORBIDDEN & set(value):
         raise _fail(prompt, value, rule + ' (nor any of < > : " | ? *)')
+    if not DISTRIBUTION_NAME.fullmatch(value):
+        raise _fail(
+            prompt,
+            value,
+            "must also be a package name: ASCII letters, digits, '.', '_', '-', starting and ending with a letter or digit",
+        )
 
 
 def check_module_name(prompt: str, value: str) -> None:

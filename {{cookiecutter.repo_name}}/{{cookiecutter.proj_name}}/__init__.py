@@ -1,4 +1,4 @@
-"""{{ cookiecutter.readme_project_name }}: {{ cookiecutter.project_desc }}
+"""The {{ cookiecutter.proj_name }} package (see readme.md for what the project is about).
 
 Where things go:
     configs.py          the config schema and the named base configs (iris, cifar10)

@@ -8,6 +8,7 @@ against the types below.  To add a config, write a function returning an
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
@@ -103,7 +104,7 @@ def check(cfg) -> None:
     if not 0 <= cfg.data.validation_split < 1:
         raise ConfigError(f"data.validation_split={cfg.data.validation_split} must be in [0, 1)")
     for pair in cfg.lr_schedule:
-        if len(pair) != 2 or pair[0] < 1 or pair[0] != int(pair[0]) or pair[1] < 0:
+        if len(pair) != 2 or not all(map(math.isfinite, pair)) or pair[0] < 1 or pair[0] != int(pair[0]) or pair[1] < 0:
             raise ConfigError(f"lr_schedule entry {list(pair)} must be [from_epoch >= 1 (integer), lr >= 0]")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device={cfg.device!r}: use auto, cpu, cuda, cuda:N or mps")
