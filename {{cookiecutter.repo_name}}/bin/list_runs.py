@@ -26,11 +26,10 @@ def summarize(run: Path) -> dict:
         "git": (meta.get("git_commit") or "")[:8] + ("+dirty" if meta.get("git_dirty") else ""),
     }
     history = run / "history.csv"
-    if history.is_file() and history.stat().st_size:
-        frame = pd.read_csv(history)
-        row["epochs"] = int(frame["epoch"].max())
-        if "valid_acc" in frame:
-            row["best_valid_acc"] = frame["valid_acc"].max()
+    frame = pd.read_csv(history) if history.is_file() and history.stat().st_size else pd.DataFrame()
+    row["epochs"] = int(frame["epoch"].max()) if len(frame) else 0
+    if len(frame) and "valid_acc" in frame:
+        row["best_valid_acc"] = frame["valid_acc"].max()
     test = run / "test_metrics.json"
     if test.is_file():
         row["test_acc"] = json.loads(test.read_text()).get("test_acc")

@@ -11,7 +11,7 @@ The JSON keys are mapped onto the same config schema and engine as
 architecture, ``*_args`` set their arguments, other keys (``num_epochs``,
 ``device``, ``batch_size``, ``lr_schedule``, ...) are config keys.  Keys absent
 from the JSON come from the base config ``"config"`` (default ``iris``).
-Without RESULTS_DIR the run goes to ``runs/<time>-<network>``.
+Without RESULTS_DIR the run goes to ``runs/<UTC time>-<network>``.
 """
 
 import datetime as dt
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     except cli.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")  # microseconds: two runs never share a folder
     results_dir = argv[2] if len(argv) == 3 else spec.get("results_dir", f"runs/{stamp}-{cfg.model.name}")
     print(f"Results will be written to {results_dir}")
     try:

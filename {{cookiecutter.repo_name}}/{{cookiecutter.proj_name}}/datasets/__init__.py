@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..engine.cli import ConfigError
 from .cifar10 import Cifar10Loader
 from .common import Split, carve_validation, one_vs_rest
+
 # isort: split
 from .{{ cookiecutter.__dataset_module }} import {{ cookiecutter.dataset_loading_class }}
 

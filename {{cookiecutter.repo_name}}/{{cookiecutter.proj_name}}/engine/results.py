@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from .checkpoint import atomic_write_json
+from .checkpoint import atomic_write_json, list_checkpoints
 from .cli import ConfigError, config_diff
 
 STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
@@ -88,6 +88,8 @@ class ResultsDir:
         saved_path = self.path / "config.json"
         if not saved_path.exists():
             return []
+        if not list_checkpoints(self.path):
+            return []  # nothing trained yet (e.g. the last attempt failed on a bad value): the new config replaces it
         saved = json.loads(saved_path.read_text())
         diff = config_diff(saved, config)
         allowed = set(allowed_changes)
