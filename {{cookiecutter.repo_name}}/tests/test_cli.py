@@ -1,0 +1,315 @@
+"""The command line: --key=value overrides, their types, the error messages, --help and --dry-run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from {{ cookiecutter.proj_name }}.configs import CONFIGS, SELECTORS, ExperimentConfig
+from {{ cookiecutter.proj_name }}.engine.cli import ConfigError, describe, load_config
+from {{ cookiecutter.proj_name }}.experiment import parse_and_check
+from {{ cookiecutter.proj_name }}.networks import NETWORKS, network_config
+
+REQUIRED_KEYS = ("model", "lr_schedule", "num_epochs", "batch_size", "seed", "device", "data.root")
+
+
+def parse(*args: str):
+    """What ``python bin/train.py ARGS...`` would run with (nothing is written)."""
+    return parse_and_check(["train.py", *args])
+
+
+def config_error(*args: str) -> str:
+    """The message of the ConfigError that ``bin/train.py ARGS...`` must refuse with."""
+    with pytest.raises(ConfigError) as info:
+        parse(*args)
+    message = str(info.value)
+    assert message and "\n" not in message, "a ConfigError is one readable line"
+    return message
+
+
+# -- overrides ----------------------------------------------------------------------------
+
+
+def test_plain_command_line_gives_the_base_config():
+    command = parse("iris", "runs/x")
+    assert command.config_name == "iris"
+    assert command.results_dir == "runs/x"
+    assert command.overrides == []
+    assert not command.dry_run and not command.allow_config_change
+    assert OmegaConf.to_container(command.cfg) == OmegaConf.to_container(OmegaConf.structured(CONFIGS["iris"]()))
+
+
+def test_nested_key_override():
+    cfg = parse("iris", "runs/x", "--optimizer.lr=0.5").cfg
+    assert cfg.optimizer.lr == 0.5
+    assert cfg.optimizer.momentum == CONFIGS["iris"]().optimizer.momentum  # its neighbours are untouched
+
+
+def test_several_overrides_and_types():
+    cfg = parse(
+        "iris", "runs/x", "--num_epochs=7", "--data.augment=true", "--optimizer.name=Adam", "--batch_size=3"
+    ).cfg
+    assert cfg.num_epochs == 7 and isinstance(cfg.num_epochs, int)
+    assert cfg.data.augment is True
+    assert cfg.optimizer.name == "Adam"
+    assert cfg.batch_size == 3
+
+
+def test_int_given_for_float_key_becomes_float():
+    cfg = parse("iris", "runs/x", "--optimizer.lr=1").cfg
+    assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
+
+
+def test_lr_schedule_literal_is_parsed():
+    cfg = parse("cifar10", "runs/x", "--lr_schedule=[[3, 0.1],[100, 0.01]]").cfg
+    assert OmegaConf.to_container(cfg.lr_schedule) == [[3.0, 0.1], [100.0, 0.01]]
+    assert all(isinstance(value, float) for pair in cfg.lr_schedule for value in pair)
+
+
+def test_free_form_optimizer_extra():
+    cfg = parse("iris", "runs/x", "--optimizer.extra.nesterov=true").cfg
+    assert OmegaConf.to_container(cfg.optimizer.extra) == {"nesterov": True}
+
+
+def test_model_selector_gives_that_networks_defaults():
+    cfg = parse("cifar10", "runs/x", "--model=lenet").cfg
+    assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(OmegaConf.structured(network_config("lenet")))
+    assert "n_filters" not in cfg.model
+
+
+def test_model_argument_sets_the_cifar10_cnn_width():
+    cfg = parse("cifar10", "runs/x", "--model.n_filters=10").cfg
+    assert cfg.model.name == "cnn"
+    assert cfg.model.n_filters == 10
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("--model=lenet", "--model.output_shape=10"),
+        ("--model=mlp", "--model.hidden_size=8", "--model.num_hidden_layers=2"),
+        ("--model=cnn", "--model.n_filters=5"),
+    ],
+)
+def test_model_selector_applies_first_whatever_the_order(overrides):
+    forward = parse("cifar10", "runs/x", *overrides).cfg
+    backward = parse("cifar10", "runs/x", *reversed(overrides)).cfg
+    assert OmegaConf.to_container(forward) == OmegaConf.to_container(backward)
+    assert forward.model.name == overrides[0].split("=")[1]
+    for item in overrides[1:]:
+        key, value = item[2:].split("=")
+        assert OmegaConf.select(forward, key) == int(value)
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_every_network_can_be_selected(name):
+    cfg = parse("cifar10", "runs/x", f"--model={name}").cfg
+    assert cfg.model.name == name
+
+
+def test_flags_are_recognised():
+    command = parse("iris", "runs/x", "--dry-run", "--allow-config-change", "--seed=3")
+    assert command.dry_run and command.allow_config_change
+    assert command.cfg.seed == 3
+    assert command.overrides == ["seed=3"]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_required_keys_exist(name):
+    cfg = OmegaConf.structured(CONFIGS[name]())
+    missing = object()
+    for key in REQUIRED_KEYS:
+        assert OmegaConf.select(cfg, key, default=missing) is not missing, f"config {name} lacks {key}"
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_base_configs_pass_the_checks(name):
+    parse(name, "runs/x")
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_closest():
+    message = config_error("iris", "runs/x", "--optimizer.lrr=1")
+    assert "optimizer.lrr" in message
+    assert "optimizer.lr'" in message
+
+
+def test_unknown_top_level_key_suggests_the_closest():
+    message = config_error("iris", "runs/x", "--num_epoch=3")
+    assert "'num_epochs'" in message
+
+
+def test_argument_of_another_network_says_which_network_is_selected():
+    message = config_error("iris", "runs/x", "--model.n_filters=10")
+    assert "model.n_filters" in message
+    assert "mlp" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("--num_epochs=abc", "num_epochs", "int"),
+        ("--optimizer.lr=fast", "optimizer.lr", "float"),
+        ("--data.augment=maybe", "data.augment", "bool"),
+        ("--lr_schedule=3", "lr_schedule", "List"),
+    ],
+)
+def test_bad_type_names_the_key_and_the_expected_type(override, key, expected):
+    message = config_error("iris", "runs/x", override)
+    assert key in message
+    assert re.search(rf"\b{expected}\b", message), message
+
+
+def test_unknown_config():
+    message = config_error("irs", "runs/x")
+    assert "irs" in message
+    for name in CONFIGS:
+        assert name in message
+
+
+def test_unknown_model_name_lists_the_choices():
+    message = config_error("iris", "runs/x", "--model=transformer")
+    assert "transformer" in message
+    for name in NETWORKS:
+        assert name in message
+
+
+def test_model_selector_needs_a_name():
+    message = config_error("iris", "runs/x", "--model=3")
+    assert "--model=3" in message
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", ""])
+def test_bad_device(device):
+    message = config_error("iris", "runs/x", f"--device={device}")
+    assert "device" in message
+
+
+def test_binary_loss_needs_one_output():
+    message = config_error("iris", "runs/x", "--loss=BCEWithLogitsLoss")
+    assert "BCEWithLogitsLoss" in message
+    assert "output_shape" in message
+
+
+def test_one_output_needs_a_binary_loss():
+    message = config_error("iris", "runs/x", "--model.output_shape=1")
+    assert "output_shape" in message
+
+
+def test_binary_loss_with_one_output_is_accepted():
+    cfg = parse("iris", "runs/x", "--loss=BCEWithLogitsLoss", "--model.output_shape=1").cfg
+    assert cfg.model.output_shape == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("--loss=NotALoss", "loss"),
+        ("--loss=Linear", "loss"),
+        ("--training_model=Nope", "training_model"),
+        ("--data.name=nope", "data.name"),
+        ("--num_epochs=-1", "num_epochs"),
+        ("--batch_size=0", "batch_size"),
+        ("--data.validation_split=1.0", "validation_split"),
+        ("--lr_schedule=[[0, 0.1]]", "lr_schedule"),
+        ("--lr_schedule=[[1.5, 0.1]]", "lr_schedule"),
+        ("--lr_schedule=[[1, -0.1]]", "lr_schedule"),
+        ("--lr_schedule=[[1, 0.1, 3]]", "lr_schedule"),
+    ],
+)
+def test_values_that_types_cannot_refuse_are_refused(override, key):
+    assert key in config_error("iris", "runs/x", override)
+
+
+@pytest.mark.parametrize("value", ["[[nan, 0.1]]", "[[inf, 0.1]]", "[[1e400, 0.1]]"])
+def test_non_finite_lr_schedule_epoch_is_a_config_error(value):
+    assert "lr_schedule" in config_error("iris", "runs/x", f"--lr_schedule={value}")
+
+
+@pytest.mark.parametrize("item", ["foo", "--foo", "-x=1", "num_epochs=3"])
+def test_malformed_override(item):
+    message = config_error("iris", "runs/x", item)
+    assert item in message
+    assert "--key=value" in message
+
+
+def test_empty_key_is_refused():
+    config_error("iris", "runs/x", "--=3")
+
+
+# -- properties ---------------------------------------------------------------------------
+
+KNOWN_KEYS = sorted({row[0] for name in CONFIGS for row in describe(OmegaConf.structured(CONFIGS[name]()))})
+ODD_VALUES = [
+    "", "null", "~", "[]", "{}", "[[]]", "[1, 2]", "[[1, 2]]", "[[1, 2, 3]]", "[a]", "{a: 1}", "{a: [1]}",
+    "-1", "0", "1e400", "-1e400", "nan", ".nan", "inf", ".inf", "0x10", "1_000", "'1'", "true", "yes",
+    "${x}", "${oc.env:HOME}", "${oc.env:NO_SUCH_VARIABLE_HERE}", "[[nan, 1]]", "[[1, nan]]", "[[inf, 1]]",
+    "[[-1, 1]]", "[[1, -1]]", "cuda:0", "mps", "lenet", "BCEWithLogitsLoss", "'", '"', "[", "]", "=", ":",
+]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.from_regex(r"[a-z_.]{1,20}=.{0,30}", fullmatch=True)))
+def test_any_override_text_is_accepted_or_a_config_error(text):
+    try:
+        load_config(CONFIGS, "iris", [text], SELECTORS)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(list(CONFIGS)),
+    st.sampled_from([*KNOWN_KEYS, "model", "data", "optimizer", "optimizer.extra.betas"]),
+    st.one_of(st.sampled_from(ODD_VALUES), st.text(max_size=20)),
+)
+def test_any_value_of_a_known_key_is_accepted_or_a_config_error(config, key, value):
+    """The whole command-line path, checks included: bad input is exit code 2, never a traceback."""
+    try:
+        parse(config, "runs/x", f"--{key}={value}")
+    except ConfigError:
+        pass
+
+
+# -- as a user runs it --------------------------------------------------------------------------
+
+
+def test_help_lists_configs_and_keys_with_types(run_train):
+    result = run_train("--help")
+    assert result.returncode == 0
+    out = result.stdout
+    for name in CONFIGS:
+        assert re.search(rf"^\s+{name}\s", out, re.MULTILINE), f"config {name} not listed"
+    for name in NETWORKS:
+        assert re.search(rf"^\s+{name}\s", out, re.MULTILINE), f"network {name} not listed"
+    for key, kind, _ in describe(OmegaConf.structured(ExperimentConfig)):
+        assert re.search(rf"--{re.escape(key)}\s+{re.escape(kind)}\s", out), f"--{key} ({kind}) not listed"
+    assert re.search(r"--num_epochs\s+int\b", out)
+
+
+def test_dry_run_prints_the_config_and_writes_nothing(run_train, tmp_path):
+    results = tmp_path / "results"
+    result = run_train("iris", results, "--dry-run", "--num_epochs=7", "--model=linear", "--optimizer.lr=0.25")
+    printed = yaml.safe_load(result.stdout)
+    assert printed["num_epochs"] == 7
+    assert printed["model"]["name"] == "linear"
+    assert printed["optimizer"]["lr"] == 0.25
+    assert printed["data"]["name"] == CONFIGS["iris"]().data.name
+    assert not results.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_override_exits_2_with_one_line_and_writes_nothing(run_train, tmp_path):
+    results = tmp_path / "results"
+    result = run_train("iris", results, "--num_epochs=abc", check=False)
+    assert result.returncode == 2
+    assert "num_epochs" in result.stderr and "int" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not results.exists()

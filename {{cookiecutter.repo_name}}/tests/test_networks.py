@@ -1,0 +1,160 @@
+"""Every network builds from its config and maps a batch to [batch, outputs]; training models init and step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from {{ cookiecutter.proj_name }}.configs import CONFIGS, SELECTORS
+from {{ cookiecutter.proj_name }}.engine.cli import ConfigError, load_config
+from {{ cookiecutter.proj_name }}.networks import NETWORKS, build_network, network_config
+from {{ cookiecutter.proj_name }}.training_models import TRAINING_MODELS, build_training_model
+from {{ cookiecutter.proj_name }}.training_models.base import BaseModel
+from {{ cookiecutter.proj_name }}.training_models.xavier_init import XavierInitModel
+
+FLAT = [4]  # Iris
+IMAGE = [3, 32, 32]  # CIFAR-10
+FLAT_NETWORKS = ("linear", "mlp", "mlp_fixed")
+IMAGE_NETWORKS = ("lenet", "cnn", "resnet18")
+BATCH = 2
+
+
+def build(name: str, data_shape, outputs: int, **overrides):
+    """Network ``name`` with its defaults changed by ``overrides``, for data of shape ``data_shape``."""
+    cfg = OmegaConf.structured(network_config(name))
+    for key, value in overrides.items():
+        cfg[key] = value
+    return build_network(cfg, data_shape, outputs)
+
+
+def experiment(*overrides: str):
+    return load_config(CONFIGS, "iris", list(overrides), SELECTORS)
+
+
+def test_every_network_is_covered():
+    assert set(NETWORKS) == set(FLAT_NETWORKS) | set(IMAGE_NETWORKS)
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape"),
+    [(name, FLAT) for name in FLAT_NETWORKS]
+    + [(name, IMAGE) for name in IMAGE_NETWORKS]
+    + [(name, IMAGE) for name in FLAT_NETWORKS],  # the MLPs flatten images
+)
+@pytest.mark.parametrize("outputs", [1, 10])
+def test_forward_gives_batch_by_outputs(name, input_shape, outputs):
+    torch.manual_seed(0)
+    network = build(name, input_shape, outputs)
+    assert isinstance(network, torch.nn.Module)
+    network.eval()
+    with torch.no_grad():
+        out = network(torch.randn(BATCH, *input_shape))
+    assert out.shape == (BATCH, outputs)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["lenet", "cnn"])  # resnet18 is slow on a CPU; its forward pass is tested above
+def test_image_networks_train_mode_backward(name):
+    torch.manual_seed(0)
+    network = build(name, IMAGE, 10)
+    network.train()
+    out = network(torch.randn(BATCH, *IMAGE))
+    out.sum().backward()
+    assert all(p.grad is not None for p in network.parameters() if p.requires_grad)
+
+
+def test_config_output_shape_wins_over_the_data():
+    network = build("mlp", FLAT, 3, output_shape=1)
+    assert network(torch.randn(BATCH, *FLAT)).shape == (BATCH, 1)
+
+
+def test_network_arguments_are_passed():
+    narrow = build("cnn", IMAGE, 10, n_filters=4)
+    wide = build("cnn", IMAGE, 10, n_filters=8)
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    deep = build("mlp", FLAT, 3, num_hidden_layers=3, hidden_size=5)
+    linears = [m for m in deep.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 4
+    assert [m.out_features for m in linears] == [5, 5, 5, 3]
+
+
+def test_input_shape_that_contradicts_the_data_is_a_config_error():
+    with pytest.raises(ConfigError, match="input_shape"):
+        build("mlp", FLAT, 3, input_shape=[5])
+    assert build("mlp", FLAT, 3, input_shape=[4])(torch.randn(BATCH, 4)).shape == (BATCH, 3)
+
+
+def test_mlp_fixed_trains_only_its_output_layer():
+    torch.manual_seed(0)
+    cfg = experiment("model=mlp_fixed", "optimizer.weight_decay=0.1")
+    network = build_network(cfg.model, FLAT, 3)
+    model = build_training_model(cfg.training_model, network, cfg)
+    assert isinstance(model, BaseModel)
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    hidden = [key for key in before if key.startswith("hidden.")]
+    output = [key for key in before if key.startswith("output.")]
+    assert hidden and output
+    model.set_epoch(1)
+    model.train_step(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    after = network.state_dict()
+    for key in hidden:
+        assert torch.equal(before[key], after[key]), f"{key} changed"
+    assert any(not torch.equal(before[key], after[key]) for key in output)
+
+
+def test_mlp_trains_its_hidden_layers():
+    """The contrast to mlp_fixed: the same step with a plain MLP changes the hidden weights."""
+    torch.manual_seed(0)
+    cfg = experiment("model=mlp")
+    network = build_network(cfg.model, FLAT, 3)
+    model = BaseModel(network, cfg)
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    model.set_epoch(1)
+    model.train_step(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    assert any(not torch.equal(before[key], value) for key, value in network.state_dict().items() if "hidden" in key)
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet"])
+def test_xavier_init_differs_from_the_default_with_the_same_seed(name):
+    cfg = experiment(f"model={name}")
+    input_shape = FLAT if name == "mlp" else IMAGE
+
+    def initial_weights(training_model):
+        torch.manual_seed(0)
+        network = build_network(cfg.model, input_shape, 3)
+        training_model(network, cfg)
+        return {key: value.clone() for key, value in network.state_dict().items()}
+
+    base, base_again, xavier = initial_weights(BaseModel), initial_weights(BaseModel), initial_weights(XavierInitModel)
+    assert all(torch.equal(base[key], base_again[key]) for key in base), "same seed, same init"
+    assert any(not torch.equal(base[key], xavier[key]) for key in base)
+    biases = [key for key in xavier if key.endswith("bias")]
+    assert biases and all(torch.count_nonzero(xavier[key]) == 0 for key in biases)
+
+
+def test_training_models_are_registered():
+    assert TRAINING_MODELS["BaseModel"] is BaseModel
+    assert TRAINING_MODELS["XavierInitModel"] is XavierInitModel
+    with pytest.raises(ConfigError, match="Nope"):
+        build_training_model("Nope", build("linear", FLAT, 3), experiment())
+
+
+@pytest.mark.parametrize(("epoch", "lr"), [(1, 0.05), (2, 0.05), (3, 0.1), (99, 0.1), (100, 0.01), (500, 0.01)])
+def test_lr_schedule(epoch, lr):
+    cfg = experiment("lr_schedule=[[100, 0.01], [3, 0.1]]")
+    model = BaseModel(build_network(cfg.model, FLAT, 3), cfg)
+    assert model.set_epoch(epoch) == pytest.approx(lr)
+    assert all(group["lr"] == pytest.approx(lr) for group in model.optimizer.param_groups)
+
+
+def test_binary_step_with_one_logit():
+    torch.manual_seed(0)
+    cfg = experiment("loss=BCEWithLogitsLoss", "model.output_shape=1")
+    model = BaseModel(build_network(cfg.model, FLAT, 3), cfg)
+    model.set_epoch(1)
+    y = torch.tensor([0, 1, 1, 0])
+    loss, correct = model.train_step(torch.randn(4, 4), y)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert 0 <= int(correct) <= len(y)
