@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import read_json, run_script
+from conftest import PROJECT_ROOT, history_epochs, read_history, read_json, run_script
 from omegaconf import OmegaConf
 
 from {{ cookiecutter.proj_name }}.configs import DataConfig
@@ -314,8 +314,7 @@ def train_and_evaluate_cifar10(folder: Path) -> tuple[Path, Path, subprocess.Com
 
 
 def test_train_and_evaluate_cifar10_on_tiny_files(tmp_path):
-    outcome = train_and_evaluate_cifar10(tmp_path)
-    root, results, evaluated = outcome
+    root, results, evaluated = train_and_evaluate_cifar10(tmp_path)
     assert read_json(results / "meta.json")["status"] == "finished"
     config = read_json(results / "config.json")
     assert config["model"] == {**config["model"], "name": "cnn", "n_filters": 4}
@@ -325,3 +324,26 @@ def test_train_and_evaluate_cifar10_on_tiny_files(tmp_path):
     metrics = read_json(results / "test_metrics.json")
     assert 0 <= metrics["test_acc"] <= 1
     assert metrics["test_acc"] * RECORDS_PER_FILE == pytest.approx(round(metrics["test_acc"] * RECORDS_PER_FILE))
+
+
+@pytest.mark.parametrize(
+    "results, overrides",
+    [
+        ("test_run", ["--model.n_filters=10"]),
+        ("test_run_lenet", ["--model=lenet"]),
+        ("test_run_lrsch", ["--lr_schedule=[[3, 0.1],[100, 0.01]]"]),
+    ],
+)
+def test_seed_000_commands_run_as_written(tmp_path, results, overrides):
+    """``python bin/train.py cifar10 test_run --model.n_filters=10`` and friends, data under data.root."""
+    write_cifar(tmp_path / "data" / "cifar10" / CIFAR_FOLDER)  # the cifar10 config's data.root, relative
+    run_script(PROJECT_ROOT / "bin" / "train.py", "cifar10", results, *overrides, cwd=tmp_path)
+    config = read_json(tmp_path / results / "config.json")
+    assert history_epochs(tmp_path / results) == list(range(1, config["num_epochs"] + 1))
+    if results == "test_run":
+        assert config["model"]["name"] == "cnn" and config["model"]["n_filters"] == 10
+    if results == "test_run_lenet":
+        assert config["model"]["name"] == "lenet"
+    if results == "test_run_lrsch":
+        lrs = [float(row["lr"]) for row in read_history(tmp_path / results)]
+        assert lrs[:2] == [config["optimizer"]["lr"]] * 2 and set(lrs[2:]) == {0.1}

@@ -180,8 +180,7 @@ def train_2_then_4_epochs(folder: Path) -> tuple[Path, subprocess.CompletedProce
 
 
 def test_resume_continues_without_repeating_an_epoch(tmp_path):
-    outcome = train_2_then_4_epochs(tmp_path)
-    results, second = outcome
+    results, second = train_2_then_4_epochs(tmp_path)
     assert "Resuming" in second.stdout
     assert_epochs(results, 4)
     meta = read_json(results / "meta.json")
@@ -435,8 +434,7 @@ def run_baselines(folder: Path) -> tuple[Path, subprocess.CompletedProcess]:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_baseline_experiments_script(tmp_path):
-    outcome = run_baselines(tmp_path)
-    runs, result = outcome
+    runs, result = run_baselines(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("iris_linear", "iris_mlp", "iris_mlp_fixed", "iris_mlp_xavier"):
         assert read_json(runs / name / "meta.json")["status"] == "finished", name
