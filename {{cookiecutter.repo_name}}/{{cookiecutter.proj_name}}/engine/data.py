@@ -69,7 +69,3 @@ class InMemoryBatches:
             index = order[start : start + self.batch_size]
             x = self.x[index]
             yield (self.transform(x) if self.transform else x), self.y[index]
-
-    def to(self, device: torch.device) -> InMemoryBatches:
-        self.x, self.y = self.x.to(device), self.y.to(device)
-        return self
