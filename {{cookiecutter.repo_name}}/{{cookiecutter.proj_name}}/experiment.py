@@ -11,6 +11,7 @@ Exit codes: 0 finished (or nothing left to do), 1 the run failed,
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -209,15 +210,14 @@ def main_train(argv: Sequence[str]) -> int:
 
 def main_evaluate(argv: Sequence[str]) -> int:
     """``bin/evaluate.py RESULTS_DIR``: report and record the test metrics of a run."""
-    if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print(
-            f"usage: {Path(argv[0]).name} RESULTS_DIR\n\nReport the test-set metrics of a finished run and write them to "
-            "RESULTS_DIR/test_metrics.json.",
-            file=sys.stderr if len(argv) != 2 else sys.stdout,
-        )
-        return EXIT_USAGE if len(argv) != 2 else EXIT_OK
+    parser = argparse.ArgumentParser(
+        prog=Path(argv[0]).name,
+        description="Report the test-set metrics of a finished run and write them to RESULTS_DIR/test_metrics.json.",
+    )
+    parser.add_argument("results_dir", metavar="RESULTS_DIR", help="a results directory written by bin/train.py")
+    args = parser.parse_args(argv[1:])  # exits 2 with the usage on a bad command line
     try:
-        metrics = evaluate_run(argv[1])
+        metrics = evaluate_run(args.results_dir)
     except cli.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -113,15 +113,8 @@ class ResultsDir:
         previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         sessions = previous.get("sessions", [])
         if previous.get("status") == STATUS_RUNNING:  # the last process died without recording how it ended
-            sessions.append(
-                {
-                    "start_time": previous.get("start_time"),
-                    "end_time": None,
-                    "duration_s": None,
-                    "status": "died",
-                    "reason": "the process ended without recording a status (killed, out of memory, power loss?)",
-                }
-            )
+            reason = "the process ended without recording a status (killed, out of memory, power loss?)"
+            sessions.append(_session(previous.get("start_time"), None, None, "died", reason))
         now = utc_now()
         self._started = time.monotonic()
         self.meta = {
@@ -150,15 +143,11 @@ class ResultsDir:
         """Record how this session ended; the previous sessions stay listed in ``sessions``."""
         end = utc_now()
         duration = round(time.monotonic() - self._started, 3)
-        session = {
-            "start_time": self.meta["start_time"],
-            "end_time": end,
-            "duration_s": duration,
-            "status": status,
-            "reason": reason,
-        }
         self.meta.update(status=status, end_time=end, duration_s=duration, reason=reason)
-        self.meta["sessions"] = [*self.meta.get("sessions", []), session]
+        self.meta["sessions"] = [
+            *self.meta["sessions"],
+            _session(self.meta["start_time"], end, duration, status, reason),
+        ]
         self._save_meta()
 
     def _save_meta(self) -> None:
@@ -215,6 +204,11 @@ class ResultsDir:
         script = Path(script)
         if script.is_file():
             shutil.copy2(script, self.path / script.name)
+
+
+def _session(start: str | None, end: str | None, duration: float | None, status: str, reason: str | None) -> dict:
+    """One entry of meta.json's ``sessions``: how one process's part of the run went."""
+    return {"start_time": start, "end_time": end, "duration_s": duration, "status": status, "reason": reason}
 
 
 def print_exception() -> str:
