@@ -97,7 +97,7 @@ def test_mlp_fixed_trains_only_its_output_layer():
     output = [key for key in before if key.startswith("output.")]
     assert hidden and output
     model.set_epoch(1)
-    model.train_step(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    model.train_step([(torch.randn(8, 4), torch.randint(0, 3, (8,)))])
     after = network.state_dict()
     for key in hidden:
         assert torch.equal(before[key], after[key]), f"{key} changed"
@@ -112,7 +112,7 @@ def test_mlp_trains_its_hidden_layers():
     model = BaseModel(network, cfg)
     before = {key: value.clone() for key, value in network.state_dict().items()}
     model.set_epoch(1)
-    model.train_step(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    model.train_step([(torch.randn(8, 4), torch.randint(0, 3, (8,)))])
     assert any(not torch.equal(before[key], value) for key, value in network.state_dict().items() if "hidden" in key)
 
 
@@ -155,6 +155,6 @@ def test_binary_step_with_one_logit():
     model = BaseModel(build_network(cfg.model, FLAT, 3), cfg)
     model.set_epoch(1)
     y = torch.tensor([0, 1, 1, 0])
-    loss, correct = model.train_step(torch.randn(4, 4), y)
+    loss, correct, count = model.train_step([(torch.randn(4, 4), y)])
     assert loss.ndim == 0 and torch.isfinite(loss)
-    assert 0 <= int(correct) <= len(y)
+    assert 0 <= int(correct) <= len(y) == count

@@ -96,7 +96,7 @@ def test_results_directory_holds_every_file(finished_run):
     assert (finished_run / "train.py").read_bytes() == (PROJECT_ROOT / "bin" / "train.py").read_bytes()
     assert list(finished_run.glob("events.out.tfevents.*"))
     checkpoints = sorted((finished_run / "checkpoints").glob("step_*"))
-    assert 1 <= len(checkpoints) <= read_json(finished_run / "config.json")["keep_checkpoints"]
+    assert 1 <= len(checkpoints) <= read_json(finished_run / "config.json")["checkpoint"]["keep"]
     for folder in checkpoints:
         assert {p.name for p in folder.iterdir()} == {"model.pt", "state.pt", "loop_state.json"}
     assert not [p.name for p in finished_run.rglob("*") if ".tmp" in p.name], "no temporary file is left behind"
@@ -296,7 +296,7 @@ def test_checkpoints_are_never_unpickled(run_train, copy_of, tmp_path):
     assert not marker.exists(), "a results directory was unpickled"  # ...but never by the project
     assert result.returncode != 0
     errors = result.stderr + (results / "stderr.txt").read_text()
-    assert re.search(r"weights.only|unpickl", errors, re.IGNORECASE), errors
+    assert "could run code" in errors, errors
     assert read_json(results / "meta.json")["status"] == "failed"
 
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
+from omegaconf import OmegaConf
+
 from .engine.cli import ConfigError
 from .networks import NETWORKS, network_config
 from .networks.cnn import CNNConfig
@@ -27,6 +29,8 @@ class DataConfig:
     split_seed: int = 0  # seed of the train/validation split (kept apart from `seed`)
     augment: bool = False  # random crop + flip (image data)
     positive_class: int = 0  # with a one-output network: this class against the rest
+    loader: str = "memory"  # memory: tensors on the training device; dataloader: DataLoader with workers
+    num_workers: int = 2  # DataLoader worker processes (loader=dataloader only)
 
 
 @dataclass
@@ -36,6 +40,13 @@ class OptimizerConfig:
     momentum: float = 0.0  # used by optimizers that take it (SGD, RMSprop)
     weight_decay: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)  # other arguments, e.g. --optimizer.extra.nesterov=true
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 0  # also checkpoint every N optimisation steps inside an epoch (0: off)
+    every_minutes: float = 10.0  # ... and once this long has passed since the last checkpoint (0: off)
+    keep: int = 2  # newest checkpoints kept in RESULTS_DIR/checkpoints
 
 
 @dataclass
@@ -50,7 +61,17 @@ class ExperimentConfig:
     batch_size: int = 16
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # auto = cuda if available, else mps, else cpu
-    keep_checkpoints: int = 2  # newest checkpoints kept in RESULTS_DIR/checkpoints
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # every epoch end, and more often
+    log_every_steps: int = 50  # read the training loss back and log it (TensorBoard, progress bar) every N steps
+    early_stopping_patience: int = 0  # stop after N epochs without a better valid_loss (0: off)
+    nonfinite_loss: str = "stop"  # a NaN/Inf training loss: stop (no checkpoint of that state) or skip the step
+    # Speed: safe defaults; on a GPU try precision=bf16, channels_last=true, compile=true.
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; fp16 adds a grad scaler)
+    compile: bool = False  # torch.compile the network (slow first steps, faster after)
+    channels_last: bool = False  # channels-last memory format for CNNs (faster on tensor cores)
+    grad_accum_steps: int = 1  # batches per optimisation step (effective batch = batch_size * N)
+    grad_clip_norm: float = 0.0  # clip the gradients' global norm to this (0: off)
+    cudnn_benchmark: bool = False  # let cuDNN time its algorithms (faster convolutions, not bitwise reproducible)
 
 
 def iris() -> ExperimentConfig:
@@ -76,7 +97,21 @@ CONFIGS = {"iris": iris, "cifar10": cifar10}
 SELECTORS = {"model": network_config}
 
 # Keys that may differ when an existing run is resumed (anything else needs --allow-config-change).
-RESUMABLE_CHANGES = ("num_epochs", "device")
+RESUMABLE_CHANGES = (
+    "num_epochs",
+    "device",
+    "data.root",
+    "data.num_workers",
+    "checkpoint.every_steps",
+    "checkpoint.every_minutes",
+    "checkpoint.keep",
+    "log_every_steps",
+)
+CHOICES = {
+    "precision": ("fp32", "bf16", "fp16"),
+    "nonfinite_loss": ("stop", "skip"),
+    "data.loader": ("memory", "dataloader"),
+}
 
 
 def check(cfg) -> None:
@@ -98,9 +133,21 @@ def check(cfg) -> None:
             f"loss {cfg.loss} with model.output_shape={cfg.model.output_shape}: "
             f"use model.output_shape=1 exactly with {' or '.join(BINARY_LOSSES)}"
         )
-    for name, low in (("num_epochs", 0), ("batch_size", 1), ("keep_checkpoints", 1)):
-        if cfg[name] < low:
-            raise ConfigError(f"{name}={cfg[name]} must be >= {low}")
+    minimum = {
+        "num_epochs": 0, "batch_size": 1, "checkpoint.keep": 1, "checkpoint.every_steps": 0,
+        "checkpoint.every_minutes": 0, "log_every_steps": 1, "grad_accum_steps": 1, "grad_clip_norm": 0,
+        "early_stopping_patience": 0, "data.num_workers": 0,
+    }  # fmt: skip
+    for key, low in minimum.items():
+        value = OmegaConf.select(cfg, key)
+        if not value >= low:  # also refuses NaN
+            raise ConfigError(f"{key}={value} must be >= {low}")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
+    if cfg.early_stopping_patience and not cfg.data.validation_split:
+        raise ConfigError("early_stopping_patience needs a validation set: set data.validation_split > 0")
     if not 0 <= cfg.data.validation_split < 1:
         raise ConfigError(f"data.validation_split={cfg.data.validation_split} must be in [0, 1)")
     for pair in cfg.lr_schedule:

@@ -5,8 +5,11 @@ This is the one module that knows both sides: the project's components
 (``engine``).  ``bin/train.py``, ``bin/evaluate.py`` and
 ``training_scripts/run_experiment.py`` are thin wrappers around it.
 
-Exit codes: 0 finished (or nothing left to do), 1 the run failed,
-2 bad command line or config (nothing was written), 130 interrupted (Ctrl-C).
+Exit codes: 0 finished (or nothing left to do), 1 the run failed (non-finite
+loss, disk full, unreadable checkpoints, a bug), 2 bad command line or config
+or RESULTS_DIR in use (nothing was written), 128+N stopped by signal N after
+writing a checkpoint (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM): run the same
+command again to resume.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import configs
 from .datasets import build_dataset, one_vs_rest
-from .engine import cli
-from .engine.checkpoint import atomic_write_json, load_tensors
-from .engine.data import InMemoryBatches
-from .engine.loop import Trainer, evaluate
+from .engine import cli, signals
+from .engine.checkpoint import CheckpointWriteError, UntrustedFileError, atomic_write_json, load_tensors
+from .engine.data import DataLoaderBatches, InMemoryBatches
+from .engine.lock import RunLock
+from .engine.loop import NonFiniteLoss, NoReadableCheckpoint, Trainer, TrainerOptions, evaluate
 from .engine.results import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir, print_exception
 from .networks import NETWORKS, build_network
 from .training_models import TRAINING_MODELS, build_training_model
@@ -71,60 +75,96 @@ def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dic
     network = build_network(cfg.model, dataset.input_shape, outputs).to(device)
     model = build_training_model(cfg.training_model, network, cfg)
     batches = {
-        name: InMemoryBatches(
-            split.x.to(device),
-            split.y.to(device),
-            cfg.batch_size,
-            shuffle=name == "train",
-            seed=cfg.seed,
-            transform=dataset.batch_transform(train=name == "train"),
-        )
+        name: make_batches(cfg, split, name == "train", dataset, device)
         for name, split in splits.items()
         if len(split.y)
     }
     return {"model": model, "batches": batches}
 
 
+def make_batches(cfg: DictConfig, split, train: bool, dataset, device: torch.device):
+    """The batches of one split: tensors on ``device`` (data.loader=memory) or a DataLoader (dataloader)."""
+    common = dict(shuffle=train, seed=cfg.seed, transform=dataset.batch_transform(train=train))
+    if cfg.data.loader == "memory":
+        return InMemoryBatches(split.x.to(device), split.y.to(device), cfg.batch_size, **common)
+    dataset = torch.utils.data.TensorDataset(split.x, split.y)
+    return DataLoaderBatches(dataset, cfg.batch_size, device, num_workers=cfg.data.num_workers, **common)
+
+
+def trainer_options(cfg: DictConfig) -> TrainerOptions:
+    return TrainerOptions(
+        num_epochs=cfg.num_epochs,
+        grad_accum_steps=cfg.grad_accum_steps,
+        checkpoint_every_steps=cfg.checkpoint.every_steps,
+        checkpoint_every_minutes=cfg.checkpoint.every_minutes,
+        keep_checkpoints=cfg.checkpoint.keep,
+        log_every_steps=cfg.log_every_steps,
+        early_stopping_patience=cfg.early_stopping_patience,
+    )
+
+
+def make_trainer(cfg: DictConfig, results: ResultsDir, device: torch.device, stop=None) -> Trainer:
+    """Seed, build data, network and training model, and wrap them in a Trainer writing to ``results``."""
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    seed_everything(cfg.seed)
+    built = build(cfg, device)
+    batches = built["batches"]
+    return Trainer(built["model"], batches["train"], batches.get("valid"), results, trainer_options(cfg), stop)
+
+
 def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_config_change: bool = False) -> int:
     """Train (or resume) the run in ``results_dir``; return the exit code."""
     config = OmegaConf.to_container(cfg, resolve=True)
     results = ResultsDir(results_dir)
-    # Refuse a changed config before anything is written.
-    changes = results.check_config(config, configs.RESUMABLE_CHANGES, allow_any=allow_config_change)
     device = resolve_device(cfg.device)
-    results.start(list(argv), {"device": str(device)})
+    results.path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(results.path)
+    lock.acquire()  # a second process on the same folder stops here (ResultsDirLocked, exit 2)
+    try:
+        # Refuse a changed config before anything is written.
+        changes = results.check_config(config, configs.RESUMABLE_CHANGES, allow_any=allow_config_change)
+        results.start(list(argv), {"device": str(device)})
+    except BaseException:
+        lock.release()
+        raise
     results.capture_output()
     status, reason, code = STATUS_FAILED, None, EXIT_FAILED
     try:
-        for change in changes:
-            print(f"Resuming with a changed config: {change}")
-        results.write_config(config)
-        results.copy_script(argv[0])
-        seed_everything(cfg.seed)
-        built = build(cfg, device)
-        trainer = Trainer(
-            built["model"],
-            built["batches"]["train"],
-            built["batches"].get("valid"),
-            results,
-            num_epochs=cfg.num_epochs,
-            keep_checkpoints=cfg.keep_checkpoints,
-        )
-        trainer.resume()
-        trainer.fit()
-        status, code = STATUS_FINISHED, EXIT_OK
-        print(f"Results in {results.path}")
-    except KeyboardInterrupt:
+        with signals.StopFlag() as stop:
+            if lock.stale:
+                print(f"Took over the lock left by a process that is gone: {lock.stale}")
+            for change in changes:
+                print(f"Resuming with a changed config: {change}")
+            results.write_config(config)
+            results.copy_script(argv[0])
+            trainer = make_trainer(cfg, results, device, stop)
+            trainer.resume()
+            stopped_by = trainer.fit()
+        if stopped_by:
+            status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
+            where = f"epoch {trainer.epoch} + {trainer.batch} batches, step {trainer.global_step}"
+            reason = f"{stopped_by}: stopped after a checkpoint at {where}"
+            print(f"{reason}; run the same command to resume.", file=sys.stderr)
+        else:
+            status, code = STATUS_FINISHED, EXIT_OK
+            reason = "early stopping" if trainer.stopped_early else None
+            print(f"Results in {results.path}")
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint
         status, reason, code = STATUS_INTERRUPTED, "KeyboardInterrupt", EXIT_INTERRUPTED
-        print("Interrupted; run the same command again to resume.", file=sys.stderr)
-    except (cli.ConfigError, FileNotFoundError) as err:  # expected problems: one line, no traceback
-        reason = f"{type(err).__name__}: {err}"
+        print("Interrupted; run the same command again to resume from the last checkpoint.", file=sys.stderr)
+    except CheckpointWriteError as err:
+        reason = f"CheckpointWriteError: {err}"
+        hint = "the previous checkpoint is intact: make room, then run the same command to resume"
+        print(f"error: {err}; {hint}", file=sys.stderr)
+    except (NonFiniteLoss, UntrustedFileError, NoReadableCheckpoint, cli.ConfigError, FileNotFoundError) as err:
+        reason = f"{type(err).__name__}: {err}"  # expected problems: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
     except Exception:
         reason = print_exception()
     finally:
         results.finish(status, reason)
         results.release_output()
+        lock.release()
     return code
 
 
@@ -176,8 +216,10 @@ def help_epilog() -> str:
         "  python bin/train.py cifar10 runs/test_lenet --model=lenet",
         '  python bin/train.py cifar10 runs/test_lrsch --lr_schedule="[[3, 0.1],[100, 0.01]]"',
         "",
-        "Running the same command on an existing RESULTS_DIR resumes it.",
-        "exit codes: 0 finished, 1 failed, 2 bad command line or config, 130 interrupted",
+        "Running the same command on an existing RESULTS_DIR resumes it exactly where the last checkpoint was.",
+        "SIGTERM, SIGUSR1 or Ctrl-C: checkpoint at the next step, then exit (a second Ctrl-C exits at once).",
+        "exit codes: 0 finished, 1 failed, 2 bad command line, config or RESULTS_DIR in use,",
+        "            128+N stopped by signal N after a checkpoint (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM)",
     ]
     return "\n".join(lines)
 

@@ -14,19 +14,34 @@ containers; JSON holds the rest.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import faults
+
 CHECKPOINTS = "checkpoints"
 PREFIX = "step_"
+UNREADABLE = "unreadable_"  # prefix of a checkpoint folder set aside because it could not be read
+
+
+class CheckpointWriteError(Exception):
+    """Writing a checkpoint failed (disk full, quota, I/O error); the previous checkpoint is intact."""
+
+
+class UntrustedFileError(Exception):
+    """A ``.pt`` file holds Python objects other than tensors: it could run code, so it is refused."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -67,15 +82,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def _save_tensors(obj: Any, path: Path) -> None:
+    # Serialise in memory first: a full disk then fails in f.write with a plain OSError (ENOSPC),
+    # not somewhere inside torch's zip writer.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
         f.flush()
         os.fsync(f.fileno())
 
 
 def load_tensors(path: Path, device: torch.device | str = "cpu") -> Any:
-    """Load a ``.pt`` file without unpickling arbitrary objects."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Load a ``.pt`` file without unpickling arbitrary objects.
+
+    Raises ``UntrustedFileError`` if the file asks for any Python callable
+    (what a booby-trapped pickle does); nothing in it is run.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():
+            raise UntrustedFileError(
+                f"{path} contains Python objects, not just tensors; it was not loaded because it could run code. "
+                "Delete it if you did not put it there."
+            ) from None
+        raise
 
 
 def capture_rng() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -113,42 +144,69 @@ def restore_rng(tensors: dict[str, Any], plain: dict[str, Any]) -> None:
 def save_checkpoint(
     results_dir: Path, step: int, model_state: dict, tensors: dict, loop_state: dict, keep: int = 2
 ) -> Path:
-    """Write checkpoint ``step`` atomically; keep the ``keep`` newest; point ``model.pt`` at it."""
-    root = Path(results_dir) / CHECKPOINTS
-    root.mkdir(exist_ok=True)
+    """Write checkpoint ``step`` atomically; keep the ``keep`` newest; point ``model.pt`` at it.
+
+    Raises ``CheckpointWriteError`` if anything cannot be written; the older
+    checkpoints are then untouched, so the run can resume from the last one.
+    """
+    global _saves
+    _saves += 1
+    results_dir = Path(results_dir)
+    root = results_dir / CHECKPOINTS
     final = root / f"{PREFIX}{step:09d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    tmp = None
     try:
+        root.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+        os.chmod(tmp, 0o777 & ~_UMASK)
         _save_tensors(model_state, tmp / "model.pt")
+        if faults.get("slow_checkpoint_s"):
+            time.sleep(faults.get("slow_checkpoint_s"))
+        if faults.get("enospc_at_save") == _saves:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "state.pt"))
         _save_tensors(tensors, tmp / "state.pt")
         atomic_write_json(tmp / "loop_state.json", loop_state)
         fsync_dir(tmp)
-        if final.exists():  # same step saved twice (e.g. resumed then stopped at once): newest wins
+        if final.exists():  # a folder set aside as unreadable had this step: the new one replaces it
             shutil.rmtree(final)
         os.rename(tmp, final)
         fsync_dir(root)
+        publish(final / "model.pt", results_dir / "model.pt")
+        atomic_write_json(results_dir / "loop_state.json", {**loop_state, "checkpoint": f"{CHECKPOINTS}/{final.name}"})
+    except OSError as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"could not write checkpoint {final.name}: {err}") from err
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _publish_model(Path(results_dir), final / "model.pt")
-    atomic_write_json(
-        Path(results_dir) / "loop_state.json", {**loop_state, "checkpoint": str(final.relative_to(results_dir))}
-    )
     for old in list_checkpoints(results_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _publish_model(results_dir: Path, source: Path) -> None:
-    """Make ``RESULTS_DIR/model.pt`` the newest weights: a hard link, so no second copy is written."""
-    tmp = results_dir / ".model.pt.tmp"
+_saves = 0  # checkpoints written by this process (for the enospc_at_save fault)
+
+
+def publish(source: Path, target: Path) -> None:
+    """Atomically make ``target`` the file ``source``: a hard link, so no second copy is written."""
+    tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
     except OSError:  # file systems without hard links
         shutil.copyfile(source, tmp)
-    os.replace(tmp, results_dir / "model.pt")
+    os.replace(tmp, target)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint folder so it is kept for inspection but never loaded again."""
+    target = path.with_name(f"{UNREADABLE}{path.name}")
+    if target.exists():
+        shutil.rmtree(target)
+    os.rename(path, target)
+    return target
 
 
 def list_checkpoints(results_dir: Path) -> list[Path]:

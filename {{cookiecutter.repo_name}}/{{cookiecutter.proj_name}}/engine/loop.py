@@ -3,7 +3,17 @@
 It knows nothing about the task: a *training model* (see ``training_models/``)
 provides ``network``, ``set_epoch``, ``train_step``, ``eval_step``,
 ``state_dict`` and ``load_state_dict``.  The loop runs epochs, logs one row per
-epoch to history.csv and TensorBoard, and checkpoints after every epoch.
+epoch to history.csv and TensorBoard, and checkpoints at every epoch end and
+every few steps or minutes inside an epoch.
+
+A checkpoint holds the *whole* state: weights, optimizer, grad scaler, the
+position inside the epoch, the running sums of the epoch's metrics, the best
+validation loss and every random generator.  The data order of an epoch is a
+function of ``(seed, epoch)`` (see ``data.py``), so a run resumed from any
+checkpoint computes exactly the same numbers as one that was never stopped.
+
+Nothing is read back from the device inside a step: sums stay on the device and
+are read once per ``log_every_steps`` steps, at checkpoints and at epoch ends.
 
 Note that the loop is never given the test set: test metrics come from
 ``bin/evaluate.py``, an explicit, separate step.
@@ -13,56 +23,114 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
-from .data import InMemoryBatches
+from . import checkpoint, faults
 from .results import ResultsDir
+from .signals import StopFlag
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Batches(Protocol):
+    """What the loop needs from a data source (``data.InMemoryBatches``, ``data.DataLoaderBatches``)."""
+
+    batch_size: int
+
+    def __len__(self) -> int: ...
+    @property
+    def num_samples(self) -> int: ...
+    def order(self, epoch: int) -> torch.Tensor: ...
+    def epoch(self, epoch: int, start_batch: int = 0): ...
 
 
 class TrainingModel(Protocol):
     network: torch.nn.Module
 
     def set_epoch(self, epoch: int) -> float: ...
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int]: ...
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@dataclass
+class TrainerOptions:
+    num_epochs: int
+    grad_accum_steps: int = 1  # batches per optimisation step
+    checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0: off)
+    checkpoint_every_minutes: float = 10.0  # ... and when this long has passed since the last one (0: off)
+    keep_checkpoints: int = 2
+    log_every_steps: int = 50  # read the loss back and log it every N steps
+    early_stopping_patience: int = 0  # stop after N epochs without a better valid_loss (0: off)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; no checkpoint was written from that state."""
+
+
+class NoReadableCheckpoint(RuntimeError):
+    """Every checkpoint of a results directory failed to load."""
+
+
 class Trainer:
-    """Train ``model`` for ``num_epochs`` epochs, resuming from ``results`` if it holds a checkpoint."""
+    """Train ``model`` for ``options.num_epochs`` epochs, resuming from ``results`` if it holds a checkpoint.
+
+    ``stop`` is looked at after every optimisation step: once set (by a signal),
+    the trainer writes a checkpoint and ``fit`` returns.
+    """
 
     def __init__(
         self,
         model: TrainingModel,
-        train: InMemoryBatches,
-        valid: InMemoryBatches | None,
+        train: Batches,
+        valid: Batches | None,
         results: ResultsDir,
-        num_epochs: int,
-        keep_checkpoints: int = 2,
+        options: TrainerOptions,
+        stop: StopFlag | None = None,
     ):
         self.model, self.train, self.valid, self.results = model, train, valid, results
-        self.num_epochs, self.keep_checkpoints = num_epochs, keep_checkpoints
-        self.epoch = 0  # completed epochs
-        self.global_step = 0
+        self.options = options
+        self.stop = stop or StopFlag()  # a flag nobody sets unless it is entered
+        self.device = next(model.network.parameters()).device
+        # The position: completed epochs, batches done in the next one, optimisation steps so far.
+        self.epoch = self.batch = self.global_step = 0
         self.best_valid_loss = math.inf
         self.best_epoch: int | None = None
+        self.stopped_early = False
+        # Running sums of the current epoch (and of the current log interval), kept on the device.
+        self.meters = self._zero_meters()
+        self.samples = self.interval_samples = 0
+        self._writers: list = []  # TensorBoard writers while fit() runs: per epoch, per step
+        self._saved_step = -1  # global step of the newest checkpoint on disk
+        self._last_save = time.monotonic()
+        self._epoch_start = time.perf_counter()
+
+    def _zero_meters(self) -> dict[str, torch.Tensor]:
+        zero = torch.zeros((), device=self.device)
+        return {"loss": zero.clone(), "correct": zero.long(), "interval_loss": zero.clone()}
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict, dict, dict]:
         """``(model weights, other tensors, JSON-able loop state)`` of the current moment."""
         rng_tensors, rng_plain = checkpoint.capture_rng()
-        tensors = {"training_model": self.model.state_dict(), "rng": rng_tensors}
+        tensors = {"training_model": self.model.state_dict(), "rng": rng_tensors, "meters": self.meters}
         loop = {
             "epoch": self.epoch,
+            "batch": self.batch,
             "global_step": self.global_step,
+            "samples": self.samples,
+            "interval_samples": self.interval_samples,
             "best_valid_loss": None if math.isinf(self.best_valid_loss) else self.best_valid_loss,
             "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
             "rng": rng_plain,
         }
         return self.model.network.state_dict(), tensors, loop
@@ -70,92 +138,218 @@ class Trainer:
     def load_state_dict(self, weights: dict, tensors: dict, loop: dict) -> None:
         self.model.network.load_state_dict(weights)
         self.model.load_state_dict(tensors["training_model"])
-        self.epoch, self.global_step = loop["epoch"], loop["global_step"]
+        self.meters = {name: value.to(self.device) for name, value in tensors["meters"].items()}
+        self.epoch, self.batch, self.global_step = loop["epoch"], loop["batch"], loop["global_step"]
+        self.samples, self.interval_samples = loop["samples"], loop["interval_samples"]
         best = loop["best_valid_loss"]
         self.best_valid_loss = math.inf if best is None else best
-        self.best_epoch = loop["best_epoch"]
+        self.best_epoch, self.stopped_early = loop["best_epoch"], loop["stopped_early"]
         checkpoint.restore_rng(tensors["rng"], loop["rng"])
 
     def resume(self) -> bool:
-        """Load the newest checkpoint, if any, and drop history rows written after it."""
+        """Load the newest readable checkpoint, if any, and drop history rows written after it.
+
+        An unreadable checkpoint (truncated, corrupted) is set aside with a
+        warning and the one before it is used.  A file that would run code is
+        never loaded: ``checkpoint.UntrustedFileError`` stops the run.
+        """
         found = checkpoint.list_checkpoints(self.results.path)
-        if not found:
-            self.results.truncate_history(0)
-            return False
-        self.load_state_dict(*checkpoint.load_checkpoint(found[-1]))
-        self.results.truncate_history(self.epoch)
-        print(f"Resuming from {found[-1].relative_to(self.results.path)} (epoch {self.epoch} done)")
-        return True
+        for path in reversed(found):
+            try:
+                self.load_state_dict(*checkpoint.load_checkpoint(path))
+            except checkpoint.UntrustedFileError:
+                raise
+            except Exception as err:
+                aside = checkpoint.set_aside(path)
+                print(f"warning: {path.name} is unreadable ({type(err).__name__}: {str(err)[:200]}); "
+                      f"kept as {aside.name}, trying the one before", file=sys.stderr)  # fmt: skip
+                continue
+            self._saved_step = self.global_step
+            self.results.truncate_history(self.epoch)
+            where = f"epoch {self.epoch} done"
+            if self.batch:
+                where += f", then {self.batch} of {len(self.train)} batches of epoch {self.epoch + 1}"
+            print(f"Resuming from {path.relative_to(self.results.path)} ({where})")
+            return True
+        if found:
+            raise NoReadableCheckpoint(
+                f"no checkpoint in {self.results.path / checkpoint.CHECKPOINTS} could be read (see the warnings); "
+                "move the results directory away to start again"
+            )
+        self.results.truncate_history(0)
+        return False
 
     def save(self) -> None:
+        """Checkpoint the current moment, unless it is already on disk or holds non-finite numbers."""
+        if self.global_step == self._saved_step:
+            return
         weights, tensors, loop = self.state_dict()
-        checkpoint.save_checkpoint(self.results.path, self.global_step, weights, tensors, loop, self.keep_checkpoints)
+        self._check_finite(
+            self.meters["loss"].item(), f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}"
+        )
+        floats = [t for t in weights.values() if t.is_floating_point()]
+        if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
+            raise NonFiniteLoss(f"the weights hold NaN or Inf at step {self.global_step}; no checkpoint was written")
+        for writer in self._writers:
+            writer.flush()  # TensorBoard must hold everything up to this checkpoint (see purge_step)
+        saved = checkpoint.save_checkpoint(
+            self.results.path, self.global_step, weights, tensors, loop, self.options.keep_checkpoints
+        )
+        self._saved_step, self._last_save = self.global_step, time.monotonic()
+        if self.best_epoch is not None and self.best_epoch == self.epoch and not self.batch:
+            checkpoint.publish(saved / "model.pt", self.results.path / "best_model.pt")
+
+    def _check_finite(self, value: float, where: str) -> None:
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"the training loss became {value} in {where} (before step {self.global_step}); "
+                "stopped without writing a checkpoint from that state (nonfinite_loss=skip skips such steps)"
+            )
 
     # -- training ----------------------------------------------------------------------------
-    def fit(self) -> None:
-        if self.epoch >= self.num_epochs:
-            print(f"Nothing to do: {self.epoch} of {self.num_epochs} epochs are done.")
-            return
+    def fit(self) -> str | None:
+        """Train to the last epoch; return None, or the name of the signal that stopped it (after a checkpoint)."""
+        if self.epoch >= self.options.num_epochs or self.stopped_early:
+            print(f"Nothing to do: {self.epoch} of {self.options.num_epochs} epochs are done"
+                  + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
+            return None
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
 
-        # purge_step drops events a killed run wrote after its last checkpoint.
-        writer = SummaryWriter(str(self.results.path), purge_step=self.epoch + 1 if self.epoch else None)
+        # purge_step hides events that a killed run wrote after the checkpoint we resume from.
+        # Epoch scalars (x = epoch) and step scalars (x = step) need separate event folders for that.
+        self._writers = [
+            SummaryWriter(str(self.results.path), purge_step=self.epoch + 1 if self.epoch else None),
+            SummaryWriter(str(self.results.path / "steps"), purge_step=self.global_step + 1 if self.global_step else None),
+        ]  # fmt: skip
         try:
-            for epoch in range(self.epoch + 1, self.num_epochs + 1):
-                row = self._run_epoch(epoch)
-                self.epoch = epoch
-                if row.get("valid_loss", math.inf) < self.best_valid_loss:
-                    self.best_valid_loss, self.best_epoch = row["valid_loss"], epoch
-                self.results.append_history(row)
-                for key, value in row.items():
-                    if key != "epoch" and isinstance(value, float):
-                        writer.add_scalar(key, value, epoch)
-                writer.flush()
-                self.save()
-                print(_summary(row, self.num_epochs))
+            while self.epoch < self.options.num_epochs and not self.stopped_early:
+                if not self._train_epoch(self.epoch + 1):
+                    return self.stop.name
+                self._end_epoch(self.epoch + 1)
+                if self.stop.requested and self.epoch < self.options.num_epochs:
+                    return self.stop.name
+            return None
         finally:
-            writer.close()
+            for writer in self._writers:
+                writer.close()
+            self._writers = []
 
-    def _run_epoch(self, epoch: int) -> dict[str, Any]:
-        start = time.perf_counter()
-        lr = self.model.set_epoch(epoch)
+    def _train_epoch(self, epoch: int) -> bool:
+        """Train the rest of ``epoch``; False if a stop was requested (the position is then checkpointed)."""
+        self._epoch_start = time.perf_counter()
+        self.model.set_epoch(epoch)
         self.model.network.train()
-        # Sums stay on the device: reading them every step (.item()) would synchronise.
-        loss_sum = correct = torch.zeros((), device=self.train.x.device)
-        bar = tqdm(
-            total=len(self.train),
-            desc=f"epoch {epoch}/{self.num_epochs}",
-            file=self.results.terminal,
-            leave=False,
-            disable=None,  # no bar when the terminal is not a TTY (CI, nohup)
-            mininterval=0.5,
-        )
-        for x, y in self.train.epoch(epoch):
-            step_loss, step_correct = self.model.train_step(x, y)
-            loss_sum, correct = loss_sum + step_loss, correct + step_correct
-            self.global_step += 1
-            bar.update()
-        bar.close()
+        if self.batch == 0:
+            self.meters["loss"].zero_()
+            self.meters["correct"].zero_()
+            self.samples = 0
+        n_batches, accum = len(self.train), self.options.grad_accum_steps
+        bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {epoch}/{self.options.num_epochs}",
+                   file=self.results.terminal, leave=False, disable=None, mininterval=0.5)  # fmt: skip
+        record = _SampleRecord(self, epoch) if faults.get("record_samples") else None
+        group: list[Batch] = []
+        try:
+            for index, batch in enumerate(self.train.epoch(epoch, self.batch), start=self.batch):
+                group.append(batch)
+                if len(group) < accum and index + 1 < n_batches:
+                    continue
+                if faults.get("nan_at_step") == self.global_step + 1:
+                    group = [(torch.full_like(x, math.nan), y) for x, y in group]
+                if record:
+                    record.write(self.batch, len(group))
+                loss, correct, count = self.model.train_step(group)
+                self.meters["loss"].add_(loss)
+                self.meters["correct"].add_(correct)
+                self.meters["interval_loss"].add_(loss)
+                self.samples += count
+                self.interval_samples += count
+                self.batch, self.global_step = index + 1, self.global_step + 1
+                bar.update(len(group))
+                group = []
+                if self.global_step % self.options.log_every_steps == 0:
+                    self._log_steps(bar)
+                if self.batch < n_batches:  # at the last batch, the epoch-end checkpoint follows anyway
+                    if self._checkpoint_due():
+                        self.save()
+                    if self.stop.requested:
+                        self.save()
+                        return False
+        finally:
+            bar.close()
+        return True
+
+    def _checkpoint_due(self) -> bool:
+        every_steps, every_minutes = self.options.checkpoint_every_steps, self.options.checkpoint_every_minutes
+        if every_steps and self.global_step % every_steps == 0:
+            return True
+        return bool(every_minutes) and time.monotonic() - self._last_save >= 60 * every_minutes
+
+    def _log_steps(self, bar: tqdm) -> None:
+        """Read the interval's mean loss back from the device (the only sync between epoch ends) and log it."""
+        value = self.meters["interval_loss"].item() / max(self.interval_samples, 1)
+        self._check_finite(value, f"steps {self.global_step - self.options.log_every_steps + 1}..{self.global_step}")
+        self._writers[1].add_scalar("train_loss", value, self.global_step)
+        bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+        self.meters["interval_loss"].zero_()
+        self.interval_samples = 0
+
+    def _end_epoch(self, epoch: int) -> None:
+        """Validate, log the epoch's row, checkpoint."""
+        samples = max(self.samples, 1)
+        train_loss = self.meters["loss"].item() / samples
+        self._check_finite(train_loss, f"epoch {epoch}")
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": loss_sum.item() / self.train.num_samples,
-            "train_acc": correct.item() / self.train.num_samples,
+            "train_loss": train_loss,
+            "train_acc": self.meters["correct"].item() / samples,
         }
         if self.valid is not None:
             row.update(evaluate(self.model, self.valid, prefix="valid_"))
-        row.update(lr=lr, epoch_time_s=round(time.perf_counter() - start, 4))
+        row["skipped_steps"] = getattr(self.model, "skipped_steps", 0)
+        row.update(lr=self.model.set_epoch(epoch), epoch_time_s=round(time.perf_counter() - self._epoch_start, 4))
         row["time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        return row
+        self.epoch, self.batch = epoch, 0
+        if row.get("valid_loss", math.inf) < self.best_valid_loss:
+            self.best_valid_loss, self.best_epoch = row["valid_loss"], epoch
+        patience = self.options.early_stopping_patience
+        if patience and self.best_epoch is not None and epoch - self.best_epoch >= patience:
+            self.stopped_early = True
+        self.results.append_history(row)
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (float, int)):
+                self._writers[0].add_scalar(key, value, epoch)
+        self.save()
+        print(_summary(row, self.options.num_epochs))
+        if self.stopped_early:
+            print(f"Early stopping: valid_loss has not improved for {patience} epochs (best: epoch {self.best_epoch})")
+
+
+class _SampleRecord:
+    """Test hook (``record_samples`` fault): append ``epoch step sample ids`` of every step to a file."""
+
+    def __init__(self, trainer: Trainer, epoch: int):
+        self.trainer, self.epoch = trainer, epoch
+        self.order = trainer.train.order(epoch).tolist()
+        self.path = trainer.results.path / f"samples_{os.getpid()}.txt"
+
+    def write(self, first_batch: int, n_batches: int) -> None:
+        size = self.trainer.train.batch_size
+        ids = self.order[first_batch * size : (first_batch + n_batches) * size]
+        with open(self.path, "a") as f:
+            f.write(f"{self.epoch} {self.trainer.global_step + 1} {' '.join(map(str, ids))}\n")
 
 
 @torch.no_grad()
-def evaluate(model: TrainingModel, data: InMemoryBatches, prefix: str = "") -> dict[str, float]:
+def evaluate(model: TrainingModel, data: Batches, prefix: str = "") -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over ``data`` (one pass, eval mode)."""
     model.network.eval()
-    loss_sum = correct = torch.zeros((), device=data.x.device)
+    device = next(model.network.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
     for x, y in data.epoch(0):
         step_loss, step_correct = model.eval_step(x, y)
-        loss_sum, correct = loss_sum + step_loss, correct + step_correct
+        loss_sum += step_loss
+        correct += step_correct
     return {f"{prefix}loss": loss_sum.item() / data.num_samples, f"{prefix}acc": correct.item() / data.num_samples}
 
 

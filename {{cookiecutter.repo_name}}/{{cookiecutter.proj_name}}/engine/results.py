@@ -44,10 +44,14 @@ class Tee:
 
     def __init__(self, stream: TextIO, log: TextIO):
         self.stream, self.log = stream, log
-        self.terminal_ok = True
+        self.terminal_ok = self.log_ok = True
 
     def write(self, text: str) -> int:
-        self.log.write(text)
+        if self.log_ok:
+            try:
+                self.log.write(text)
+            except OSError:  # disk full: keep training and printing; the run's error says what happened
+                self.log_ok = False
         if self.terminal_ok:
             try:
                 self.stream.write(text)
@@ -56,7 +60,11 @@ class Tee:
         return len(text)
 
     def flush(self) -> None:
-        self.log.flush()
+        if self.log_ok:
+            try:
+                self.log.flush()
+            except OSError:
+                self.log_ok = False
         if self.terminal_ok:
             try:
                 self.stream.flush()
@@ -151,7 +159,10 @@ class ResultsDir:
         self._save_meta()
 
     def _save_meta(self) -> None:
-        atomic_write_json(self.path / "meta.json", self.meta)
+        try:
+            atomic_write_json(self.path / "meta.json", self.meta)
+        except OSError as err:  # e.g. disk full: say so on the terminal rather than lose the real error
+            print(f"warning: could not update {self.path / 'meta.json'}: {err}", file=sys.__stderr__)
 
     # -- stdout.txt / stderr.txt ---------------------------------------------------------
     def capture_output(self) -> None:
@@ -165,7 +176,10 @@ class ResultsDir:
     def release_output(self) -> None:
         for name, original, log in reversed(self._streams):
             setattr(sys, name, original)
-            log.close()
+            try:
+                log.close()
+            except OSError:
+                pass
         self._streams.clear()
 
     @property

@@ -16,6 +16,7 @@ from torch import nn
 from ..engine.cli import ConfigError
 
 BINARY_LOSSES = ("BCEWithLogitsLoss",)
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_loss(name: str) -> nn.Module:
@@ -46,18 +47,33 @@ class BaseModel:
 
     Args:
         network: the ``nn.Module`` to train, already on its device.
-        cfg: the whole experiment config (``loss``, ``optimizer``, ``lr_schedule`` are read).
+        cfg: the whole experiment config (``loss``, ``optimizer``, ``lr_schedule``
+            and the speed keys ``precision``, ``compile``, ``channels_last``,
+            ``grad_clip_norm``, ``nonfinite_loss`` are read).
     """
 
     def __init__(self, network: nn.Module, cfg):
         self.network = network
+        self.device = next(network.parameters()).device
         self.loss_fn = make_loss(cfg.loss)
         self.binary = cfg.loss in BINARY_LOSSES  # one logit per sample, labels 0/1
         self.base_lr = cfg.optimizer.lr
         self.lr_schedule = sorted((int(epoch), float(lr)) for epoch, lr in cfg.lr_schedule)
         self.init_weights()
         # Frozen parameters (mlp_fixed) are left out, so nothing can change them.
-        self.optimizer = make_optimizer([p for p in network.parameters() if p.requires_grad], cfg.optimizer)
+        self.params = [p for p in network.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, cfg.optimizer)
+        self.grad_clip_norm = cfg.grad_clip_norm
+        self.skip_nonfinite = cfg.nonfinite_loss == "skip"
+        self.skipped_steps = 0
+        self.autocast_dtype = AUTOCAST_DTYPES[cfg.precision]
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
+            network.to(memory_format=torch.channels_last)
+        # The compiled module shares the weights; ``network`` keeps the plain state-dict keys.
+        self.forward = torch.compile(network) if cfg.compile else network
 
     def init_weights(self) -> None:
         """Initialise the network's weights; the base keeps PyTorch's default initialisation."""
@@ -76,29 +92,60 @@ class BaseModel:
             group["lr"] = lr
         return lr
 
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's outputs for a batch, in the configured precision and memory format."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self.forward(x)
+
     def loss_and_correct(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss of a batch and its number of correct predictions (a tensor, not synchronised)."""
+        outputs = outputs.float()  # the loss in full precision, also under autocast
         if self.binary:
             logits = outputs.squeeze(1)
             return self.loss_fn(logits, y.to(logits.dtype)), ((logits > 0).long() == y).sum()
         return self.loss_fn(outputs, y), (outputs.argmax(1) == y).sum()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step; returns (summed loss, number correct) of the batch."""
+    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One optimisation step over ``batches`` (more than one with gradient accumulation).
+
+        Returns the summed loss and number correct (device tensors, not read
+        back) and the number of samples the step counted (0 if it was skipped).
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        loss, correct = self.loss_and_correct(self.network(x), y)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach() * len(y), correct
+        total = sum(len(y) for _, y in batches)
+        loss_sum = correct = 0
+        for x, y in batches:
+            loss, batch_correct = self.loss_and_correct(self.outputs(x), y)
+            # Each batch weighs by its share of samples: accumulating equals one step on all of them.
+            self.scaler.scale(loss * (len(y) / total) if len(batches) > 1 else loss).backward()
+            loss_sum, correct = loss.detach() * len(y) + loss_sum, batch_correct + correct
+        if self.skip_nonfinite and not torch.isfinite(loss_sum):  # reads the loss back: a sync, in this mode only
+            self.skipped_steps += 1
+            return torch.zeros_like(loss_sum), torch.zeros_like(correct), 0
+        if self.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss_sum, correct, total
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, correct = self.loss_and_correct(self.network(x), y)
+        loss, correct = self.loss_and_correct(self.outputs(x), y)
         return loss * len(y), correct
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the weights that resume needs (the loop saves the weights)."""
-        return {"optimizer": self.optimizer.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "skipped_steps": self.skipped_steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps = state["skipped_steps"]

@@ -1,0 +1,98 @@
+"""One writer per results directory: an advisory lock held for the whole run.
+
+``RESULTS_DIR/.lock`` holds the pid, host and start time of the process that
+trains there, and that process holds an ``flock`` on it.  The kernel drops an
+flock when its process dies, however it dies (SIGKILL, out of memory), so a
+lock file left behind by a dead process is recognised as stale and taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from .cli import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not protected against a second writer
+    fcntl = None
+
+LOCK_FILE = ".lock"
+
+
+class ResultsDirLocked(ConfigError):
+    """Another live process is training in this results directory."""
+
+
+class RunLock:
+    """``with RunLock(results_dir):`` fails at once if another process holds the directory."""
+
+    def __init__(self, results_dir: str | Path):
+        self.path = Path(results_dir) / LOCK_FILE
+        self._fd: int | None = None
+        self.stale: dict | None = None  # what a dead previous holder had written, if any
+
+    def acquire(self) -> None:
+        if fcntl is None:
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read(fd)
+                os.close(fd)
+                who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+                raise ResultsDirLocked(
+                    f"{self.path.parent} is in use by another run ({who}); wait for it to end, "
+                    "stop it, or use another RESULTS_DIR"
+                ) from None
+            except OSError as err:  # e.g. a network file system without locks
+                os.close(fd)
+                print(f"warning: cannot lock {self.path} ({err}); make sure no other run writes here", file=sys.stderr)
+                return
+            # The file may have been removed (the holder ended) between open() and flock(): retry on the new one.
+            if os.path.exists(self.path) and os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                break
+            os.close(fd)
+        previous = _read(fd)
+        if previous:
+            self.stale = previous
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # unlink while still holding the lock, then let go
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _read(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
