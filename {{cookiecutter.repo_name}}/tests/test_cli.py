@@ -222,6 +222,14 @@ def test_binary_loss_with_one_output_is_accepted():
         ("--lr_schedule=[[1.5, 0.1]]", "lr_schedule"),
         ("--lr_schedule=[[1, -0.1]]", "lr_schedule"),
         ("--lr_schedule=[[1, 0.1, 3]]", "lr_schedule"),
+        ("--precision=fp8", "precision"),
+        ("--nonfinite_loss=ignore", "nonfinite_loss"),
+        ("--data.loader=disk", "data.loader"),
+        ("--grad_accum_steps=0", "grad_accum_steps"),
+        ("--log_every_steps=0", "log_every_steps"),
+        ("--checkpoint.keep=0", "checkpoint.keep"),
+        ("--checkpoint.every_minutes=-1", "checkpoint.every_minutes"),
+        ("--grad_clip_norm=nan", "grad_clip_norm"),
     ],
 )
 def test_values_that_types_cannot_refuse_are_refused(override, key):
@@ -238,6 +246,11 @@ def test_malformed_override(item):
     message = config_error("iris", "runs/x", item)
     assert item in message
     assert "--key=value" in message
+
+
+def test_early_stopping_needs_a_validation_set():
+    message = config_error("iris", "runs/x", "--early_stopping_patience=3", "--data.validation_split=0")
+    assert "early_stopping_patience" in message and "validation_split" in message
 
 
 def test_empty_key_is_refused():

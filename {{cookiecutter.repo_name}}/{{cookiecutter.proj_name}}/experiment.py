@@ -142,8 +142,8 @@ def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_c
             stopped_by = trainer.fit()
         if stopped_by:
             status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
-            where = f"epoch {trainer.epoch} + {trainer.batch} batches, step {trainer.global_step}"
-            reason = f"{stopped_by}: stopped after a checkpoint at {where}"
+            where = f"epoch {trainer.epoch}" + (f" + {trainer.batch} batches" if trainer.batch else "")
+            reason = f"{stopped_by}: stopped after a checkpoint at {where} (step {trainer.global_step})"
             print(f"{reason}; run the same command to resume.", file=sys.stderr)
         else:
             status, code = STATUS_FINISHED, EXIT_OK

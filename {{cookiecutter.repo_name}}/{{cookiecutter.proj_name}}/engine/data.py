@@ -13,6 +13,7 @@ Augmentation (``transform``) runs on whole batches on the training device.
 
 from __future__ import annotations
 
+import signal
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -76,6 +77,18 @@ class InMemoryBatches:
             yield (self.transform(x) if self.transform else x), self.y[index]
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In loader workers: leave SIGINT/SIGTERM/SIGUSR1 to the training process.
+
+    Ctrl-C and schedulers signal the whole process group; a worker killed by
+    them would make the trainer fail instead of checkpointing and exiting.
+    """
+    from .signals import SIGNALS
+
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class _OrderSampler(torch.utils.data.Sampler):
     """Yields the indices it is given; changed in place each epoch, so persistent workers can stay alive."""
 
@@ -125,6 +138,7 @@ class DataLoaderBatches:
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,  # no new worker processes every epoch
             prefetch_factor=4 if num_workers > 0 else None,
+            worker_init_fn=_ignore_stop_signals,
         )
 
     def __len__(self) -> int:

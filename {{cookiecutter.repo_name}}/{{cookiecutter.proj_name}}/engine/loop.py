@@ -115,7 +115,9 @@ class Trainer:
 
     def _zero_meters(self) -> dict[str, torch.Tensor]:
         zero = torch.zeros((), device=self.device)
-        return {"loss": zero.clone(), "correct": zero.long(), "interval_loss": zero.clone()}
+        # interval_base: the value of "loss" at the last log, so the interval's sum is loss - interval_base
+        # without a third addition per step.
+        return {"loss": zero.clone(), "correct": zero.long(), "interval_base": zero.clone()}
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict, dict, dict]:
@@ -240,6 +242,7 @@ class Trainer:
         self.model.set_epoch(epoch)
         self.model.network.train()
         if self.batch == 0:
+            self.meters["interval_base"].sub_(self.meters["loss"])  # carry the open interval over the reset
             self.meters["loss"].zero_()
             self.meters["correct"].zero_()
             self.samples = 0
@@ -260,7 +263,6 @@ class Trainer:
                 loss, correct, count = self.model.train_step(group)
                 self.meters["loss"].add_(loss)
                 self.meters["correct"].add_(correct)
-                self.meters["interval_loss"].add_(loss)
                 self.samples += count
                 self.interval_samples += count
                 self.batch, self.global_step = index + 1, self.global_step + 1
@@ -286,11 +288,11 @@ class Trainer:
 
     def _log_steps(self, bar: tqdm) -> None:
         """Read the interval's mean loss back from the device (the only sync between epoch ends) and log it."""
-        value = self.meters["interval_loss"].item() / max(self.interval_samples, 1)
+        value = (self.meters["loss"] - self.meters["interval_base"]).item() / max(self.interval_samples, 1)
         self._check_finite(value, f"steps {self.global_step - self.options.log_every_steps + 1}..{self.global_step}")
         self._writers[1].add_scalar("train_loss", value, self.global_step)
         bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-        self.meters["interval_loss"].zero_()
+        self.meters["interval_base"].copy_(self.meters["loss"])
         self.interval_samples = 0
 
     def _end_epoch(self, epoch: int) -> None:

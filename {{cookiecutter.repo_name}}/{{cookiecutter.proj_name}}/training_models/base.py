@@ -115,12 +115,13 @@ class BaseModel:
         """
         self.optimizer.zero_grad(set_to_none=True)
         total = sum(len(y) for _, y in batches)
-        loss_sum = correct = 0
+        sums = []
         for x, y in batches:
             loss, batch_correct = self.loss_and_correct(self.outputs(x), y)
             # Each batch weighs by its share of samples: accumulating equals one step on all of them.
             self.scaler.scale(loss * (len(y) / total) if len(batches) > 1 else loss).backward()
-            loss_sum, correct = loss.detach() * len(y) + loss_sum, batch_correct + correct
+            sums.append((loss.detach() * len(y), batch_correct))
+        loss_sum, correct = sums[0] if len(sums) == 1 else map(sum, zip(*sums))
         if self.skip_nonfinite and not torch.isfinite(loss_sum):  # reads the loss back: a sync, in this mode only
             self.skipped_steps += 1
             return torch.zeros_like(loss_sum), torch.zeros_like(correct), 0
