@@ -280,7 +280,7 @@ def test_any_override_text_is_accepted_or_a_config_error(text):
 @settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(list(CONFIGS)),
-    st.sampled_from([*KNOWN_KEYS, "model", "data", "optimizer", "optimizer.extra.betas"]),
+    st.sampled_from([*KNOWN_KEYS, "model", "data", "optimizer", "checkpoint", "optimizer.extra.betas"]),
     st.one_of(st.sampled_from(ODD_VALUES), st.text(max_size=20)),
 )
 def test_any_value_of_a_known_key_is_accepted_or_a_config_error(config, key, value):

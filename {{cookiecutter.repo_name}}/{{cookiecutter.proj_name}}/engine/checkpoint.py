@@ -171,8 +171,7 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.rename(tmp, final)
         fsync_dir(root)
-        publish(final / "model.pt", results_dir / "model.pt")
-        atomic_write_json(results_dir / "loop_state.json", {**loop_state, "checkpoint": f"{CHECKPOINTS}/{final.name}"})
+        publish_checkpoint(final, loop_state)
     except OSError as err:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -187,6 +186,33 @@ def save_checkpoint(
 
 
 _saves = 0  # checkpoints written by this process (for the enospc_at_save fault)
+
+
+def publish_checkpoint(folder: Path, loop_state: dict) -> None:
+    """Point ``RESULTS_DIR/model.pt`` and ``loop_state.json`` at checkpoint ``folder``."""
+    results_dir = folder.parent.parent
+    publish(folder / "model.pt", results_dir / "model.pt")
+    atomic_write_json(results_dir / "loop_state.json", {**loop_state, "checkpoint": f"{CHECKPOINTS}/{folder.name}"})
+
+
+def remove_leftovers(results_dir: Path) -> list[Path]:
+    """Delete the temporary files and folders of writes that a killed process left half done.
+
+    Only call this while holding the results directory's lock: then no live
+    process can be writing them.
+    """
+    results_dir = Path(results_dir)
+    found = [*results_dir.glob(".*.tmp"), *(results_dir / CHECKPOINTS).glob(".tmp-*")]
+    found += (results_dir / CHECKPOINTS).glob(".*.tmp")
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return found
+
+
+def list_unreadable(results_dir: Path) -> list[Path]:
+    """Checkpoint folders set aside by ``set_aside``."""
+    root = Path(results_dir) / CHECKPOINTS
+    return sorted(root.glob(f"{UNREADABLE}*")) if root.is_dir() else []
 
 
 def publish(source: Path, target: Path) -> None:

@@ -139,6 +139,9 @@ class DataLoaderBatches:
             persistent_workers=num_workers > 0,  # no new worker processes every epoch
             prefetch_factor=4 if num_workers > 0 else None,
             worker_init_fn=_ignore_stop_signals,
+            # Its own generator: otherwise every new iterator draws a seed from the global torch RNG,
+            # which would shift the augmentation's random numbers (and break exact resume).
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def __len__(self) -> int:

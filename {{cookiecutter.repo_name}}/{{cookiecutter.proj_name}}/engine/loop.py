@@ -155,6 +155,7 @@ class Trainer:
         warning and the one before it is used.  A file that would run code is
         never loaded: ``checkpoint.UntrustedFileError`` stops the run.
         """
+        checkpoint.remove_leftovers(self.results.path)  # we hold the lock: nobody else is writing them
         found = checkpoint.list_checkpoints(self.results.path)
         for path in reversed(found):
             try:
@@ -167,13 +168,17 @@ class Trainer:
                       f"kept as {aside.name}, trying the one before", file=sys.stderr)  # fmt: skip
                 continue
             self._saved_step = self.global_step
+            # A kill right after the checkpoint's rename may have left model.pt and friends one behind.
+            checkpoint.publish_checkpoint(path, self.state_dict()[2])
+            if self.best_epoch == self.epoch and not self.batch:
+                checkpoint.publish(path / "model.pt", self.results.path / "best_model.pt")
             self.results.truncate_history(self.epoch)
             where = f"epoch {self.epoch} done"
             if self.batch:
                 where += f", then {self.batch} of {len(self.train)} batches of epoch {self.epoch + 1}"
             print(f"Resuming from {path.relative_to(self.results.path)} ({where})")
             return True
-        if found:
+        if found or checkpoint.list_unreadable(self.results.path):  # never silently start such a run over
             raise NoReadableCheckpoint(
                 f"no checkpoint in {self.results.path / checkpoint.CHECKPOINTS} could be read (see the warnings); "
                 "move the results directory away to start again"

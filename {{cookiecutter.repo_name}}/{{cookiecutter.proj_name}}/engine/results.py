@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import platform
 import shutil
@@ -25,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from .checkpoint import atomic_write_json, list_checkpoints
+from .checkpoint import atomic_write_bytes, atomic_write_json, list_checkpoints
 from .cli import ConfigError, config_diff
 
 STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
@@ -208,10 +209,11 @@ class ResultsDir:
             reader = csv.DictReader(f)
             fields = reader.fieldnames or []
             rows = [row for row in reader if int(row["epoch"]) <= last_epoch]
-        with open(self.history_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(self.history_path, text.getvalue().encode())  # a kill here must not lose the rows
 
     # -- the script that ran ---------------------------------------------------------------
     def copy_script(self, script: str | Path) -> None:
