@@ -665,3 +665,76 @@ def test_no_temporary_folder_is_left_after_a_kill_inside_a_checkpoint_write(iris
     left = [name for s in iris_killed["sessions"] if s.get("during_write") for name in s["new_tmp_folders"]]
     assert left, f"the kill did not land inside a write; {moments}"
     assert tmp_folders(results) == [], f"temporary folders of killed checkpoint writes are never removed; {moments}"
+
+
+# -- what a review found ---------------------------------------------------------------------------------
+
+
+def test_skipped_nan_step_leaves_no_nan_in_batchnorm_statistics(cifar_root, tmp_path):
+    """nonfinite_loss=skip on the cifar10 CNN (BatchNorm): the NaN batch's forward pass must not poison the
+    running statistics, or every later checkpoint would be refused."""
+    results = tmp_path / "results"
+    train(*train_command("cifar10", results, cifar_root), "--nonfinite_loss=skip", faults="nan_at_step=3")
+    assert [int(row["skipped_steps"]) for row in read_history(results)] == [1] * CIFAR_EPOCHS
+    assert_all_finite(results / "model.pt")
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_an_error_and_nothing_is_set_aside(iris_reference, tmp_path):
+    """A code or config change that makes the saved state unloadable is one clear error, not 'corruption':
+    no checkpoint is renamed, and the original command still resumes."""
+    results = Path(shutil.copytree(iris_reference, tmp_path / "results"))
+    before = sorted(p.name for p in (results / "checkpoints").iterdir())
+    command = train_command("iris", results)
+    changed = train(*command, "--model.hidden_size=7", "--allow-config-change", "--num_epochs=30", check=False)
+    assert changed.returncode == 1, changed.stderr
+    assert "does not fit" in changed.stderr and "Traceback" not in changed.stderr, changed.stderr
+    assert sorted(p.name for p in (results / "checkpoints").iterdir()) == before
+    train(*command)  # the same command as before: nothing to do, and no error
+    assert_same(load(results / "model.pt"), load(iris_reference / "model.pt"), "model.pt")
+
+
+def test_epoch_events_are_not_repeated_when_the_first_epoch_end_checkpoint_is_lost(tmp_path):
+    """Killed after epoch 1's scalars were written but before its checkpoint: the resumed run starts from a
+    mid-epoch checkpoint of epoch 1 and must not log epoch 1 twice (purge_step also on the first epoch)."""
+    results = tmp_path / "results"
+    command = ("iris", results, "--device=cpu", "--num_epochs=2", "--checkpoint.every_steps=4", "--log_every_steps=1")
+    train(*command[:3], "--num_epochs=1", *command[4:])
+    shutil.rmtree(results / "checkpoints" / f"step_{IRIS_STEPS_PER_EPOCH:09d}")  # as if killed during that write
+    resumed = train(*command)
+    assert resumed_step(resumed.stdout) == 4, resumed.stdout
+    events = EventAccumulator(str(results))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train_loss")] == [1, 2]
+    steps = EventAccumulator(str(results / "steps"))
+    steps.Reload()
+    assert [event.step for event in steps.Scalars("train_loss")] == list(range(1, 2 * IRIS_STEPS_PER_EPOCH + 1))
+
+
+def test_loader_workers_of_a_killed_trainer_do_not_hold_the_lock(cifar_root, tmp_path):
+    """Only the trainer is SIGKILLed (the OOM killer does that): its DataLoader workers live on for a moment, but
+    the results directory must be free at once, or an automatic restart would be refused."""
+    results = tmp_path / "results"
+    command = (*train_command("cifar10", results, cifar_root), "--data.loader=dataloader", "--data.num_workers=1")
+    output = tmp_path / "killed.txt"
+    with open(output, "w") as out:
+        process = start_train(command, out, "record_samples=1")
+        try:
+            wait_until(lambda: last_step(results, process.pid) >= 2, process, output, "step 2")
+            os.kill(process.pid, signal.SIGKILL)  # the trainer only, not its process group
+            process.wait(timeout=TIMEOUT_S)
+        finally:
+            kill_process(process)
+    resumed = train(*command, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Took over the lock" in resumed.stdout
+
+
+def test_lowering_num_epochs_inside_an_unfinished_epoch_is_refused(tmp_path):
+    """Ending a run in the middle of an epoch would leave model.pt out of step with history.csv."""
+    results = tmp_path / "results"
+    command = ("iris", results, "--device=cpu", "--num_epochs=3", "--checkpoint.every_steps=4")
+    train(*command)
+    shutil.rmtree(newest_checkpoint(results))  # now the newest is step 16: 4 batches into epoch 3
+    result = train(*command[:3], "--num_epochs=2", *command[4:], check=False)
+    assert result.returncode == 1 and "num_epochs >= 3" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

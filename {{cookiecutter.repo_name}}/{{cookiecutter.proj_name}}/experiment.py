@@ -31,12 +31,16 @@ from .engine import cli, signals
 from .engine.checkpoint import CheckpointWriteError, UntrustedFileError, atomic_write_json, load_tensors
 from .engine.data import DataLoaderBatches, InMemoryBatches
 from .engine.lock import RunLock
-from .engine.loop import NonFiniteLoss, NoReadableCheckpoint, Trainer, TrainerOptions, evaluate
+from .engine.loop import CheckpointMismatch, NonFiniteLoss, NoReadableCheckpoint, Trainer, TrainerOptions, evaluate
 from .engine.results import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir, print_exception
 from .networks import NETWORKS, build_network
 from .training_models import TRAINING_MODELS, build_training_model
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Failures that deserve one line on stderr rather than a traceback.
+EXPECTED_ERRORS = (
+    NonFiniteLoss, UntrustedFileError, NoReadableCheckpoint, CheckpointMismatch, cli.ConfigError, FileNotFoundError,
+)  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,10 +139,10 @@ def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_c
                 print(f"Took over the lock left by a process that is gone: {lock.stale}")
             for change in changes:
                 print(f"Resuming with a changed config: {change}")
-            results.write_config(config)
-            results.copy_script(argv[0])
             trainer = make_trainer(cfg, results, device, stop)
             trainer.resume()
+            results.write_config(config)  # only now: a config whose model cannot load the checkpoint is not kept
+            results.copy_script(argv[0])
             stopped_by = trainer.fit()
         if stopped_by:
             status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
@@ -156,9 +160,13 @@ def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_c
         reason = f"CheckpointWriteError: {err}"
         hint = "the previous checkpoint is intact: make room, then run the same command to resume"
         print(f"error: {err}; {hint}", file=sys.stderr)
-    except (NonFiniteLoss, UntrustedFileError, NoReadableCheckpoint, cli.ConfigError, FileNotFoundError) as err:
+    except EXPECTED_ERRORS as err:
         reason = f"{type(err).__name__}: {err}"  # expected problems: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
+    except OSError as err:  # disk full, quota, I/O error while writing logs or history
+        reason = f"{type(err).__name__}: {err}"
+        print(f"error: {err}; the last checkpoint is intact: fix this, then run the same command to resume",
+              file=sys.stderr)  # fmt: skip
     except Exception:
         reason = print_exception()
     finally:
@@ -248,6 +256,9 @@ def main_train(argv: Sequence[str]) -> int:
     except cli.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # RESULTS_DIR cannot be created or locked (permissions, read-only disk)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def main_evaluate(argv: Sequence[str]) -> int:
@@ -260,8 +271,8 @@ def main_evaluate(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv[1:])  # exits 2 with the usage on a bad command line
     try:
         metrics = evaluate_run(args.results_dir)
-    except cli.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (cli.ConfigError, UntrustedFileError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)  # ValueError: a malformed JSON; RuntimeError: a damaged model.pt
         return EXIT_USAGE
     print("  ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
     return EXIT_OK

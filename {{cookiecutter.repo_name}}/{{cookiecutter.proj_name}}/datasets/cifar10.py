@@ -105,12 +105,15 @@ class Cifar10Loader:
         return read_batch(self.folder / TEST_FILE)
 
     def batch_transform(self, train: bool):
-        mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         augment = train and self.augment
 
         def transform(x: torch.Tensor) -> torch.Tensor:
+            if x.device not in stats:  # copied to the device once: a copy per batch would synchronise
+                stats[x.device] = (torch.tensor(MEAN, device=x.device), torch.tensor(STD, device=x.device))
+            mean, std = (t.view(1, 3, 1, 1) for t in stats[x.device])
             if augment:
                 x = random_crop_flip(x)
-            return (x.float() / 255 - mean.to(x.device)) / std.to(x.device)
+            return (x.float() / 255 - mean) / std
 
         return transform

@@ -109,12 +109,16 @@ def load_tensors(path: Path, device: torch.device | str = "cpu") -> Any:
         raise
 
 
-def capture_rng() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every random state that changes a run, split into (tensors, JSON-able values)."""
+def capture_rng(device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every random state that changes a run on ``device``, split into (tensors, JSON-able values).
+
+    Of the GPUs, only the training device's generator matters (and touching the
+    others would start CUDA on each of them, or fail on a machine with fewer).
+    """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64))}
-    if torch.cuda.is_available():
-        tensors["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
     version, state, gauss = random.getstate()
     plain = {
         "python": [version, list(state), gauss],
@@ -123,10 +127,10 @@ def capture_rng() -> tuple[dict[str, Any], dict[str, Any]]:
     return tensors, plain
 
 
-def restore_rng(tensors: dict[str, Any], plain: dict[str, Any]) -> None:
+def restore_rng(tensors: dict[str, Any], plain: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(tensors["torch"].cpu())
-    if "cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state.cpu() for state in tensors["cuda"]])
+    if "cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["cuda"].cpu(), device)
     np_state = plain["numpy"]
     np.random.set_state(
         (

@@ -27,6 +27,18 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the ``n`` samples in ``epoch``: a permutation seeded with ``(seed, epoch)``.
+
+    Drawn on the CPU (a few milliseconds, once per epoch) and copied to the
+    device: a CUDA generator would give another order, so a run resumed on
+    another device, or on the other data path, would repeat or skip samples.
+    """
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+
 class InMemoryBatches:
     """Iterate over ``(x, y)`` batches of two tensors with a seeded, reproducible order.
 
@@ -62,11 +74,8 @@ class InMemoryBatches:
         return len(self.x)
 
     def order(self, epoch: int) -> torch.Tensor:
-        """Sample indices of ``epoch`` in the order they are served."""
-        if not self.shuffle:
-            return torch.arange(len(self.x), device=self.x.device)
-        generator = torch.Generator(device=self.x.device).manual_seed(epoch_seed(self.seed, epoch))
-        return torch.randperm(len(self.x), generator=generator, device=self.x.device)
+        """Sample indices of ``epoch`` in the order they are served, on the data's device."""
+        return epoch_order(len(self.x), self.shuffle, self.seed, epoch).to(self.x.device, non_blocking=True)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``epoch``, starting at batch ``start_batch`` (to resume mid-epoch)."""
@@ -115,6 +124,10 @@ class DataLoaderBatches:
         batch_size, shuffle, seed, transform: as for ``InMemoryBatches``.
         device: where batches go.
         num_workers: loader processes (0: load in the training process).
+
+    ``dataset[i]`` must be deterministic (no random transform in ``__getitem__``):
+    random numbers drawn in worker processes are not part of a checkpoint.
+    Put augmentation in ``transform``, which runs in the training process.
     """
 
     def __init__(
@@ -152,10 +165,7 @@ class DataLoaderBatches:
         return len(self.dataset)
 
     def order(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(len(self.dataset))
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        return torch.randperm(len(self.dataset), generator=generator)
+        return epoch_order(len(self.dataset), self.shuffle, self.seed, epoch)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._sampler.indices = self.order(epoch)[start_batch * self.batch_size :].tolist()

@@ -1,13 +1,16 @@
 """One writer per results directory: an advisory lock held for the whole run.
 
 ``RESULTS_DIR/.lock`` holds the pid, host and start time of the process that
-trains there, and that process holds an ``flock`` on it.  The kernel drops an
-flock when its process dies, however it dies (SIGKILL, out of memory), so a
-lock file left behind by a dead process is recognised as stale and taken over.
+trains there, and that process holds a POSIX record lock (``lockf``) on it.
+The kernel drops the lock when its process dies, however it dies (SIGKILL, out
+of memory), so a lock file left behind by a dead process is recognised as
+stale and taken over.  Unlike ``flock``, the lock is not shared with forked
+children, so DataLoader workers outliving a killed trainer do not hold it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -42,8 +45,13 @@ class RunLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EACCES, errno.EAGAIN):  # e.g. a network file system without locks
+                    os.close(fd)
+                    print(f"warning: cannot lock {self.path} ({err}); make sure no other run writes here",
+                          file=sys.stderr)  # fmt: skip
+                    return
                 holder = _read(fd)
                 os.close(fd)
                 who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
@@ -51,10 +59,6 @@ class RunLock:
                     f"{self.path.parent} is in use by another run ({who}); wait for it to end, "
                     "stop it, or use another RESULTS_DIR"
                 ) from None
-            except OSError as err:  # e.g. a network file system without locks
-                os.close(fd)
-                print(f"warning: cannot lock {self.path} ({err}); make sure no other run writes here", file=sys.stderr)
-                return
             # The file may have been removed (the holder ended) between open() and flock(): retry on the new one.
             if os.path.exists(self.path) and os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                 break
@@ -63,8 +67,9 @@ class RunLock:
         if previous:
             self.stale = previous
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        data = (json.dumps(record) + "\n").encode()
+        os.pwrite(fd, data, 0)  # write, then cut: a reader never sees an empty file
+        os.ftruncate(fd, len(data))
         os.fsync(fd)
         self._fd = fd
 

@@ -80,6 +80,10 @@ class NoReadableCheckpoint(RuntimeError):
     """Every checkpoint of a results directory failed to load."""
 
 
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint was read but does not fit the model (its code or config changed)."""
+
+
 class Trainer:
     """Train ``model`` for ``options.num_epochs`` epochs, resuming from ``results`` if it holds a checkpoint.
 
@@ -122,7 +126,7 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict, dict, dict]:
         """``(model weights, other tensors, JSON-able loop state)`` of the current moment."""
-        rng_tensors, rng_plain = checkpoint.capture_rng()
+        rng_tensors, rng_plain = checkpoint.capture_rng(self.device)
         tensors = {"training_model": self.model.state_dict(), "rng": rng_tensors, "meters": self.meters}
         loop = {
             "epoch": self.epoch,
@@ -146,7 +150,7 @@ class Trainer:
         best = loop["best_valid_loss"]
         self.best_valid_loss = math.inf if best is None else best
         self.best_epoch, self.stopped_early = loop["best_epoch"], loop["stopped_early"]
-        checkpoint.restore_rng(tensors["rng"], loop["rng"])
+        checkpoint.restore_rng(tensors["rng"], loop["rng"], self.device)
 
     def resume(self) -> bool:
         """Load the newest readable checkpoint, if any, and drop history rows written after it.
@@ -159,14 +163,21 @@ class Trainer:
         found = checkpoint.list_checkpoints(self.results.path)
         for path in reversed(found):
             try:
-                self.load_state_dict(*checkpoint.load_checkpoint(path))
+                state = checkpoint.load_checkpoint(path)
             except checkpoint.UntrustedFileError:
                 raise
-            except Exception as err:
+            except Exception as err:  # truncated, corrupted: a damaged file, not a damaged run
                 aside = checkpoint.set_aside(path)
-                print(f"warning: {path.name} is unreadable ({type(err).__name__}: {str(err)[:200]}); "
-                      f"kept as {aside.name}, trying the one before", file=sys.stderr)  # fmt: skip
+                print(f"warning: {path.name} is unreadable ({_first_line(err)}); kept as {aside.name}, "
+                      "trying the one before", file=sys.stderr)  # fmt: skip
                 continue
+            try:
+                self.load_state_dict(*state)
+            except Exception as err:  # the files are fine but do not fit this model: the code or config changed
+                raise CheckpointMismatch(
+                    f"{path} does not fit the model built from this config and code ({_first_line(err)}); "
+                    "undo the change or train into a new RESULTS_DIR"
+                ) from None
             self._saved_step = self.global_step
             # A kill right after the checkpoint's rename may have left model.pt and friends one behind.
             checkpoint.publish_checkpoint(path, self.state_dict()[2])
@@ -216,6 +227,11 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def fit(self) -> str | None:
         """Train to the last epoch; return None, or the name of the signal that stopped it (after a checkpoint)."""
+        if self.batch and self.epoch >= self.options.num_epochs:
+            raise CheckpointMismatch(
+                f"this run stopped inside epoch {self.epoch + 1}; num_epochs={self.options.num_epochs} would end it "
+                f"with weights from the middle of an epoch: use num_epochs >= {self.epoch + 1}"
+            )
         if self.epoch >= self.options.num_epochs or self.stopped_early:
             print(f"Nothing to do: {self.epoch} of {self.options.num_epochs} epochs are done"
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
@@ -225,8 +241,8 @@ class Trainer:
         # purge_step hides events that a killed run wrote after the checkpoint we resume from.
         # Epoch scalars (x = epoch) and step scalars (x = step) need separate event folders for that.
         self._writers = [
-            SummaryWriter(str(self.results.path), purge_step=self.epoch + 1 if self.epoch else None),
-            SummaryWriter(str(self.results.path / "steps"), purge_step=self.global_step + 1 if self.global_step else None),
+            SummaryWriter(str(self.results.path), purge_step=self.epoch + 1),
+            SummaryWriter(str(self.results.path / "steps"), purge_step=self.global_step + 1),
         ]  # fmt: skip
         try:
             while self.epoch < self.options.num_epochs and not self.stopped_early:
@@ -244,7 +260,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; False if a stop was requested (the position is then checkpointed)."""
         self._epoch_start = time.perf_counter()
-        self.model.set_epoch(epoch)
+        self._lr = self.model.set_epoch(epoch)
         self.model.network.train()
         if self.batch == 0:
             self.meters["interval_base"].sub_(self.meters["loss"])  # carry the open interval over the reset
@@ -313,7 +329,7 @@ class Trainer:
         if self.valid is not None:
             row.update(evaluate(self.model, self.valid, prefix="valid_"))
         row["skipped_steps"] = getattr(self.model, "skipped_steps", 0)
-        row.update(lr=self.model.set_epoch(epoch), epoch_time_s=round(time.perf_counter() - self._epoch_start, 4))
+        row.update(lr=self._lr, epoch_time_s=round(time.perf_counter() - self._epoch_start, 4))
         row["time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.epoch, self.batch = epoch, 0
         if row.get("valid_loss", math.inf) < self.best_valid_loss:
@@ -358,6 +374,12 @@ def evaluate(model: TrainingModel, data: Batches, prefix: str = "") -> dict[str,
         loss_sum += step_loss
         correct += step_correct
     return {f"{prefix}loss": loss_sum.item() / data.num_samples, f"{prefix}acc": correct.item() / data.num_samples}
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for one-line warnings and errors."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
 def _summary(row: dict[str, Any], num_epochs: int) -> str:

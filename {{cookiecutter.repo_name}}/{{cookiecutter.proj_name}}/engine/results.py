@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import platform
 import shutil
 import socket
@@ -200,6 +201,8 @@ class ResultsDir:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the checkpoint that covers this epoch
 
     def truncate_history(self, last_epoch: int) -> None:
         """Drop rows after ``last_epoch`` (written after the checkpoint we resume from)."""

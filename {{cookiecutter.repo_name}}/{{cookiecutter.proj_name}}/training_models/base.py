@@ -115,15 +115,20 @@ class BaseModel:
         """
         self.optimizer.zero_grad(set_to_none=True)
         total = sum(len(y) for _, y in batches)
+        if self.skip_nonfinite:  # a skipped step must not leave NaN in BatchNorm's running statistics either
+            buffers = [buffer.clone() for buffer in self.network.buffers()]
         sums = []
         for x, y in batches:
             loss, batch_correct = self.loss_and_correct(self.outputs(x), y)
             # Each batch weighs by its share of samples: accumulating equals one step on all of them.
             self.scaler.scale(loss * (len(y) / total) if len(batches) > 1 else loss).backward()
             sums.append((loss.detach() * len(y), batch_correct))
-        loss_sum, correct = sums[0] if len(sums) == 1 else map(sum, zip(*sums))
+        losses, corrects = zip(*sums, strict=True)
+        loss_sum, correct = (losses[0], corrects[0]) if len(sums) == 1 else (sum(losses), sum(corrects))
         if self.skip_nonfinite and not torch.isfinite(loss_sum):  # reads the loss back: a sync, in this mode only
             self.skipped_steps += 1
+            for buffer, saved in zip(self.network.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
             return torch.zeros_like(loss_sum), torch.zeros_like(correct), 0
         if self.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
