@@ -282,7 +282,7 @@ class Trainer:
                 if record:
                     record.write(self.batch, len(group))
                 loss, correct, count = self.model.train_step(group)
-                self.meters["loss"].add_(loss)
+                self.meters["loss"].add_(loss, alpha=count)  # mean loss x samples, in one operation
                 self.meters["correct"].add_(correct)
                 self.samples += count
                 self.interval_samples += count

@@ -96,7 +96,9 @@ class BaseModel:
         """The network's outputs for a batch, in the configured precision and memory format."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        if self.autocast_dtype is None:
+            return self.forward(x)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
             return self.forward(x)
 
     def loss_and_correct(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,32 +112,33 @@ class BaseModel:
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimisation step over ``batches`` (more than one with gradient accumulation).
 
-        Returns the summed loss and number correct (device tensors, not read
+        Returns the mean loss and the number correct (device tensors, not read
         back) and the number of samples the step counted (0 if it was skipped).
         """
         self.optimizer.zero_grad(set_to_none=True)
         total = sum(len(y) for _, y in batches)
         if self.skip_nonfinite:  # a skipped step must not leave NaN in BatchNorm's running statistics either
             buffers = [buffer.clone() for buffer in self.network.buffers()]
-        sums = []
+        losses, corrects = [], []
         for x, y in batches:
-            loss, batch_correct = self.loss_and_correct(self.outputs(x), y)
-            # Each batch weighs by its share of samples: accumulating equals one step on all of them.
-            self.scaler.scale(loss * (len(y) / total) if len(batches) > 1 else loss).backward()
-            sums.append((loss.detach() * len(y), batch_correct))
-        losses, corrects = zip(*sums, strict=True)
-        loss_sum, correct = (losses[0], corrects[0]) if len(sums) == 1 else (sum(losses), sum(corrects))
-        if self.skip_nonfinite and not torch.isfinite(loss_sum):  # reads the loss back: a sync, in this mode only
+            loss, correct = self.loss_and_correct(self.outputs(x), y)
+            if len(batches) > 1:  # each batch weighs by its share of samples: accumulating = one step on all
+                loss = loss * (len(y) / total)
+            self.scaler.scale(loss).backward()
+            losses.append(loss.detach())
+            corrects.append(correct)
+        loss, correct = (losses[0], corrects[0]) if len(batches) == 1 else (sum(losses), sum(corrects))
+        if self.skip_nonfinite and not torch.isfinite(loss):  # reads the loss back: a sync, in this mode only
             self.skipped_steps += 1
             for buffer, saved in zip(self.network.buffers(), buffers, strict=True):
                 buffer.copy_(saved)
-            return torch.zeros_like(loss_sum), torch.zeros_like(correct), 0
+            return torch.zeros_like(loss), torch.zeros_like(correct), 0
         if self.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss_sum, correct, total
+        return loss, correct, total
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
