@@ -1,0 +1,67 @@
+"""The benchmarks run end to end (``benchmarks/run.py --quick``) and write a complete, checked JSON report.
+
+Only the shape of the report and the same-result checks are asserted: timings
+depend on the machine, and a missed speed target is a finding, not a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+from conftest import TEMPLATE_ROOT
+
+RUN = TEMPLATE_ROOT / "benchmarks" / "run.py"
+ROWS = (
+    "trainer_vs_bare/mlp",
+    "trainer_vs_lightning/mlp",
+    "trainer_vs_bare/cnn",
+    "trainer_vs_lightning/cnn",
+    "data/memory_vs_dataloader",
+    "data/memory_vs_dataloaderbatches",
+    "checkpoint/cnn32",
+    "checkpoint/mlp",
+    "checkpoint/iris",
+    "startup/help",
+    "startup/config_error",
+)
+MACHINE_FIELDS = ("cpu_model", "cpu_cores", "torch", "device")
+LIGHTNING = importlib.util.find_spec("lightning") is not None
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_benchmark_writes_every_row_with_both_sides(isolated_tmp, tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    report = json.loads(out.read_text())
+
+    assert report["mode"] == "quick"
+    assert report["all_checks_passed"] is True
+    assert all(report["machine"].get(key) for key in MACHINE_FIELDS), report["machine"]
+    rows = {row["id"]: row for row in report["rows"]}
+    assert sorted(rows) == sorted(ROWS)
+    for row_id, row in rows.items():
+        if row["skipped"]:  # only the Lightning rows, and only without Lightning
+            assert row_id.startswith("trainer_vs_lightning/") and not LIGHTNING, row
+            continue
+        for side in ("a", "b"):
+            assert row[side]["label"] and row[side]["unit"], row
+            assert row[side]["values"] and all(map(is_number, row[side]["values"])), row
+            assert is_number(row[side]["median"]), row
+        assert is_number(row["ratio"]) and row["target"], row
+        assert isinstance(row["target_met"], bool), row
+        assert row["check_passed"] is True, row
+    assert all(row_id in result.stdout for row_id in ROWS)  # the table is printed too
