@@ -37,6 +37,7 @@ class Settings:
     cifar_samples: int  # synthetic CIFAR-10 training records: 10% validates (the cifar10 config)
     cnn_filters: int  # the small CNN of the trainer comparisons (the checkpoint row uses the config's 32)
     cnn_epochs: int
+    mlp_images_samples: int  # synthetic CIFAR-10 records for the MLP on images (50,000: the real size)
     checkpoint_steps: int  # timed training steps and checkpoint writes per network
     startup_runs: int  # timed runs of each start-up command
 
@@ -46,11 +47,11 @@ class Settings:
 
 FULL = Settings(
     repeats=7, warmup=1, mlp_samples=50_000, mlp_features=64, mlp_epochs=3,
-    cifar_samples=5_000, cnn_filters=8, cnn_epochs=2, checkpoint_steps=5, startup_runs=7,
+    cifar_samples=5_000, cnn_filters=8, cnn_epochs=2, mlp_images_samples=50_000, checkpoint_steps=5, startup_runs=7,
 )  # fmt: skip
 QUICK = Settings(
     repeats=1, warmup=0, mlp_samples=2_000, mlp_features=16, mlp_epochs=1,
-    cifar_samples=500, cnn_filters=4, cnn_epochs=1, checkpoint_steps=1, startup_runs=1,
+    cifar_samples=500, cnn_filters=4, cnn_epochs=1, mlp_images_samples=500, checkpoint_steps=1, startup_runs=1,
 )  # fmt: skip
 
 
@@ -63,6 +64,7 @@ class Bench:
     settings: Settings
     device: str  # the config's device key: auto, cpu, cuda, ...
     cifar_root: Path
+    cifar_full_root: Path  # mlp_images_samples records: epochs as long as real CIFAR-10's
 
     def mlp_config(self, **overrides):
         """The iris config (MLP, SGD with momentum) on the synthetic table, at batch size 128."""
@@ -78,6 +80,12 @@ class Bench:
             "num_epochs": s.cnn_epochs, "device": self.device,
         }  # fmt: skip
         return self.project.config("cifar10", {**base, **overrides})
+
+    def mlp_images_config(self):
+        """The cifar10 config with ``--model=mlp`` on CIFAR-10-sized data: the classic MLP baseline."""
+        s = self.settings
+        base = {"model": "mlp", "data.root": self.cifar_full_root, "data.augment": False, "num_epochs": s.cnn_epochs}
+        return self.project.config("cifar10", {**base, "device": self.device})
 
 
 # -- 1 and 2: the generated trainer vs a bare loop and vs Lightning ---------------------------------------
@@ -109,6 +117,7 @@ def trainer_rows(bench: Bench) -> list[Row]:
     s, project = bench.settings, bench.project
     workloads = {
         "mlp": (bench.mlp_config(), s.mlp_epochs, False),
+        "mlp_images": (bench.mlp_images_config(), s.cnn_epochs, True),
         "cnn": (bench.cnn_config(), s.cnn_epochs, True),
     }
     no_lightning = lightning_missing()

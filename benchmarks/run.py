@@ -118,7 +118,8 @@ def main(argv: list[str]) -> int:
         project = Project(root, package)
         register_table_dataset(project, settings.mlp_samples, settings.mlp_features)
         cifar_root = write_cifar10(work_dir / "cifar10", settings.cifar_samples, test_samples=100)
-        bench = Bench(project, work_dir, settings, args.device, cifar_root)
+        cifar_full_root = write_cifar10(work_dir / "cifar10_full", settings.mlp_images_samples, test_samples=100)
+        bench = Bench(project, work_dir, settings, args.device, cifar_root, cifar_full_root)
         info = machine(project.device(bench.mlp_config()))
         info["others_cpu_share_before_start"] = idle.others_share
         print(f"machine: {info['cpu_model']}, {info['cpu_cores']} cores, torch {info['torch']}, {info['device']}")

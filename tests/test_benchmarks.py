@@ -18,6 +18,8 @@ RUN = TEMPLATE_ROOT / "benchmarks" / "run.py"
 ROWS = (
     "trainer_vs_bare/mlp",
     "trainer_vs_lightning/mlp",
+    "trainer_vs_bare/mlp_images",
+    "trainer_vs_lightning/mlp_images",
     "trainer_vs_bare/cnn",
     "trainer_vs_lightning/cnn",
     "data/memory_vs_dataloader",
