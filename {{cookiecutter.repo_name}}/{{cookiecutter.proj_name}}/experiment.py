@@ -253,10 +253,7 @@ def main_train(argv: Sequence[str]) -> int:
             print(OmegaConf.to_yaml(command.cfg), end="")
             return EXIT_OK
         return train(command.cfg, command.results_dir, argv, command.allow_config_change)
-    except cli.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:  # RESULTS_DIR cannot be created or locked (permissions, read-only disk)
+    except (cli.ConfigError, OSError) as err:  # OSError: RESULTS_DIR cannot be created or locked
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -77,8 +77,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def _write_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write and fsync a new file inside a checkpoint's temporary folder (the folder's rename is the atomic step)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _save_tensors(obj: Any, path: Path) -> None:
@@ -86,10 +98,7 @@ def _save_tensors(obj: Any, path: Path) -> None:
     # not somewhere inside torch's zip writer.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with open(path, "wb") as f:
-        f.write(buffer.getbuffer())
-        f.flush()
-        os.fsync(f.fileno())
+    _write_synced(path, buffer.getbuffer())
 
 
 def load_tensors(path: Path, device: torch.device | str = "cpu") -> Any:
@@ -169,20 +178,18 @@ def save_checkpoint(
         if faults.get("enospc_at_save") == _saves:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "state.pt"))
         _save_tensors(tensors, tmp / "state.pt")
-        atomic_write_json(tmp / "loop_state.json", loop_state)
+        _write_synced(tmp / "loop_state.json", json_bytes(loop_state))
         fsync_dir(tmp)
         if final.exists():  # a folder set aside as unreadable had this step: the new one replaces it
             shutil.rmtree(final)
         os.rename(tmp, final)
         fsync_dir(root)
         publish_checkpoint(final, loop_state)
-    except OSError as err:
+    except BaseException as err:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointWriteError(f"could not write checkpoint {final.name}: {err}") from err
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise CheckpointWriteError(f"could not write checkpoint {final.name}: {err}") from err
         raise
     for old in list_checkpoints(results_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -207,7 +214,6 @@ def remove_leftovers(results_dir: Path) -> list[Path]:
     """
     results_dir = Path(results_dir)
     found = [*results_dir.glob(".*.tmp"), *(results_dir / CHECKPOINTS).glob(".tmp-*")]
-    found += (results_dir / CHECKPOINTS).glob(".*.tmp")
     for path in found:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return found

@@ -180,9 +180,8 @@ class Trainer:
                 ) from None
             self._saved_step = self.global_step
             # A kill right after the checkpoint's rename may have left model.pt and friends one behind.
-            checkpoint.publish_checkpoint(path, self.state_dict()[2])
-            if self.best_epoch == self.epoch and not self.batch:
-                checkpoint.publish(path / "model.pt", self.results.path / "best_model.pt")
+            checkpoint.publish_checkpoint(path, state[2])
+            self._publish_best(path)
             self.results.truncate_history(self.epoch)
             where = f"epoch {self.epoch} done"
             if self.batch:
@@ -214,8 +213,12 @@ class Trainer:
             self.results.path, self.global_step, weights, tensors, loop, self.options.keep_checkpoints
         )
         self._saved_step, self._last_save = self.global_step, time.monotonic()
-        if self.best_epoch is not None and self.best_epoch == self.epoch and not self.batch:
-            checkpoint.publish(saved / "model.pt", self.results.path / "best_model.pt")
+        self._publish_best(saved)
+
+    def _publish_best(self, folder) -> None:
+        """Point best_model.pt at checkpoint ``folder`` if it holds the end of the best epoch."""
+        if self.best_epoch == self.epoch and not self.batch:
+            checkpoint.publish(folder / "model.pt", self.results.path / "best_model.pt")
 
     def _check_finite(self, value: float, where: str) -> None:
         if not math.isfinite(value):
