@@ -82,8 +82,9 @@ class InMemoryBatches:
         order = self.order(epoch)
         for start in range(start_batch * self.batch_size, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
-            x = self.x[index]
-            yield (self.transform(x) if self.transform else x), self.y[index]
+            # index_select, not x[index]: on the CPU it copies whole rows (10-20x faster for uint8 images).
+            x = self.x.index_select(0, index)
+            yield (self.transform(x) if self.transform else x), self.y.index_select(0, index)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
