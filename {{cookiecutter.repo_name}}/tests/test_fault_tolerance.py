@@ -392,11 +392,11 @@ def test_no_readable_checkpoint_is_a_clear_error_and_stays_one(iris_reference, t
 
 def test_disk_full_during_a_checkpoint_fails_cleanly_and_the_rerun_catches_up(iris_reference, tmp_path):
     """ENOSPC in a checkpoint write: exit 1, a clear message, the previous checkpoint intact; rerun = reference."""
-    save = random.Random(1234).randrange(2, 30)
+    step = random.Random(1234).randrange(7, 115)  # after the first epoch's checkpoint (6 steps per epoch)
     results = tmp_path / "results"
     command = train_command("iris", results)
-    failed = train(*command, check=False, faults=f"enospc_at_save={save}")
-    context = f"(ENOSPC at checkpoint write {save})\n{failed.stdout}\n{failed.stderr}"
+    failed = train(*command, check=False, faults=f"enospc_from_step={step}")
+    context = f"(ENOSPC writing checkpoints from step {step})\n{failed.stdout}\n{failed.stderr}"
     assert failed.returncode == 1, context
     assert "No space left on device" in failed.stderr and "checkpoint" in failed.stderr, context
     assert "Traceback" not in failed.stderr, context
@@ -470,6 +470,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def stopped(pid: int) -> bool:
+    """Has every thread of ``pid`` stopped (SIGSTOP is delivered asynchronously; its writer thread may be mid-write)?"""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():  # no /proc (macOS): give the signal time instead
+        time.sleep(0.5)
+        return True
+    states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+    return all(state in "tT" for state in states)
+
+
 def test_second_run_on_a_busy_results_directory_is_refused_and_changes_nothing(iris_reference, tmp_path):
     """A second process on a folder in use exits 2 naming the first (pid, host); the first finishes unharmed."""
     results = tmp_path / "results"
@@ -481,6 +491,7 @@ def test_second_run_on_a_busy_results_directory_is_refused_and_changes_nothing(i
             wait_until(lambda: last_step(results, first.pid) >= 3, first, output, "the first run's third step")
             os.kill(first.pid, signal.SIGSTOP)  # frozen: holds the lock, changes nothing while the second one tries
             try:
+                wait_until(lambda: stopped(first.pid), first, output, "SIGSTOP to take effect in every thread")
                 before = snapshot(results)
                 second = train(*command, check=False)
                 after = snapshot(results)

@@ -155,6 +155,11 @@ def test_binary_step_with_one_logit():
     model = BaseModel(build_network(cfg.model, FLAT, 3), cfg)
     model.set_epoch(1)
     y = torch.tensor([0, 1, 1, 0])
-    loss, correct, count = model.train_step([(torch.randn(4, 4), y)])
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    assert 0 <= int(correct) <= len(y) == count
+    x = torch.randn(4, 4)
+    with torch.no_grad():  # the step's own forward pass: same weights, same random numbers (dropout)
+        torch.manual_seed(1)
+        logits = model.network(x).squeeze(1)
+    torch.manual_seed(1)
+    loss, predicted, count = model.train_step([(x, y)])
+    assert loss.ndim == 0 and torch.isfinite(loss) and count == len(y)
+    assert predicted.tolist() == (logits > 0).long().tolist()  # one logit per sample: class 1 iff logit > 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -118,6 +119,21 @@ def load_tensors(path: Path, device: torch.device | str = "cpu") -> Any:
         raise
 
 
+def cpu_copy(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples) with every tensor copied to the CPU.
+
+    What a checkpoint holds while it waits to be written: training goes on
+    and changes the weights and optimizer state in place meanwhile.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone() if obj.device.type == "cpu" else obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {key: cpu_copy(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(value) for value in obj)
+    return obj
+
+
 def capture_rng(device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every random state that changes a run on ``device``, split into (tensors, JSON-able values).
 
@@ -162,8 +178,6 @@ def save_checkpoint(
     Raises ``CheckpointWriteError`` if anything cannot be written; the older
     checkpoints are then untouched, so the run can resume from the last one.
     """
-    global _saves
-    _saves += 1
     results_dir = Path(results_dir)
     root = results_dir / CHECKPOINTS
     final = root / f"{PREFIX}{step:09d}"
@@ -175,7 +189,7 @@ def save_checkpoint(
         _save_tensors(model_state, tmp / "model.pt")
         if faults.get("slow_checkpoint_s"):
             time.sleep(faults.get("slow_checkpoint_s"))
-        if faults.get("enospc_at_save") == _saves:
+        if step >= faults.get("enospc_from_step", math.inf):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "state.pt"))
         _save_tensors(tensors, tmp / "state.pt")
         _write_synced(tmp / "loop_state.json", json_bytes(loop_state))
@@ -194,9 +208,6 @@ def save_checkpoint(
     for old in list_checkpoints(results_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-_saves = 0  # checkpoints written by this process (for the enospc_at_save fault)
 
 
 def publish_checkpoint(folder: Path, loop_state: dict) -> None:

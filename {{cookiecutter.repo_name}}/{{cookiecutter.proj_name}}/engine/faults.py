@@ -5,7 +5,7 @@ The tests start ``bin/train.py`` as a real process with, for example,
 (every normal run) turns every fault off.  Known faults:
 
 * ``nan_at_step=N``        the inputs of optimisation step N are NaN (so its loss is)
-* ``enospc_at_save=N``     the N-th checkpoint write of this process fails with ENOSPC
+* ``enospc_from_step=N``   writing a checkpoint of step N or later fails with ENOSPC
 * ``slow_checkpoint_s=S``  sleep S seconds in the middle of every checkpoint write
 * ``record_samples=1``     append the sample ids of every batch to samples_<pid>.txt
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 ENV = "TRAINER_FAULTS"
-KNOWN = {"nan_at_step": int, "enospc_at_save": int, "slow_checkpoint_s": float, "record_samples": int}
+KNOWN = {"nan_at_step": int, "enospc_from_step": int, "slow_checkpoint_s": float, "record_samples": int}
 
 
 def _parse(text: str) -> dict[str, float]:

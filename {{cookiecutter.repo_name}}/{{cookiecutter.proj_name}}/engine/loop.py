@@ -14,6 +14,8 @@ checkpoint computes exactly the same numbers as one that was never stopped.
 
 Nothing is read back from the device inside a step: sums stay on the device and
 are read once per ``log_every_steps`` steps, at checkpoints and at epoch ends.
+Nothing inside the loop waits for the disk either: history rows and checkpoints
+are written by a background thread (``writer.py``) from a copy of the state.
 
 Note that the loop is never given the test set: test metrics come from
 ``bin/evaluate.py``, an explicit, separate step.
@@ -22,6 +24,7 @@ Note that the loop is never given the test set: test metrics come from
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import sys
@@ -35,6 +38,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, faults
 from .results import ResultsDir
 from .signals import StopFlag
+from .writer import BackgroundWriter
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -55,7 +59,7 @@ class TrainingModel(Protocol):
     network: torch.nn.Module
 
     def set_epoch(self, epoch: int) -> float: ...
-    def train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int]: ...
+    def train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int]: ...  # loss, predicted, n
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -112,7 +116,12 @@ class Trainer:
         # Running sums of the current epoch (and of the current log interval), kept on the device.
         self.meters = self._zero_meters()
         self.samples = self.interval_samples = 0
+        # Predicted classes and targets of the steps since the last count of correct predictions: counting them
+        # once per log interval costs three operations instead of three per step (see _count_correct).
+        self._predicted: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
         self._writers: list = []  # TensorBoard writers while fit() runs: per epoch, per step
+        self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
         self._saved_step = -1  # global step of the newest checkpoint on disk
         self._last_save = time.monotonic()
         self._epoch_start = time.perf_counter()
@@ -145,6 +154,7 @@ class Trainer:
         self.model.network.load_state_dict(weights)
         self.model.load_state_dict(tensors["training_model"])
         self.meters = {name: value.to(self.device) for name, value in tensors["meters"].items()}
+        self._predicted, self._targets = [], []
         self.epoch, self.batch, self.global_step = loop["epoch"], loop["batch"], loop["global_step"]
         self.samples, self.interval_samples = loop["samples"], loop["interval_samples"]
         best = loop["best_valid_loss"]
@@ -181,7 +191,8 @@ class Trainer:
             self._saved_step = self.global_step
             # A kill right after the checkpoint's rename may have left model.pt and friends one behind.
             checkpoint.publish_checkpoint(path, state[2])
-            self._publish_best(path)
+            if self._at_best_epoch():
+                checkpoint.publish(path / "model.pt", self.results.path / "best_model.pt")
             self.results.truncate_history(self.epoch)
             where = f"epoch {self.epoch} done"
             if self.batch:
@@ -197,33 +208,52 @@ class Trainer:
         return False
 
     def save(self) -> None:
-        """Checkpoint the current moment, unless it is already on disk or holds non-finite numbers."""
+        """Checkpoint the current moment, unless it is already on disk or on its way there.
+
+        The state is copied to the CPU here and written by the background
+        writer; the training goes on meanwhile.  A state holding NaN or Inf is
+        never written: the writer fails with ``NonFiniteLoss``, raised in the
+        training thread at the next save or at the end of ``fit``.
+        """
         if self.global_step == self._saved_step:
             return
-        weights, tensors, loop = self.state_dict()
-        self._check_finite(
-            self.meters["loss"].item(), f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}"
+        self._count_correct()
+        weights, tensors, loop = self.state_dict()  # loop: plain values, built afresh; the tensors are live
+        weights, tensors = checkpoint.cpu_copy(weights), checkpoint.cpu_copy(tensors)
+        where = f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}"
+        write = functools.partial(
+            self._write_checkpoint, weights, tensors, loop, where=where, best=self._at_best_epoch()
         )
+        self._disk.submit(write, checkpoint=True)
+        self._saved_step, self._last_save = self.global_step, time.monotonic()
+
+    def wait_for_disk(self) -> None:
+        """Block until every history row and checkpoint handed to the background writer is on disk."""
+        self._disk.wait()
+
+    def _write_checkpoint(self, weights: dict, tensors: dict, loop: dict, where: str, best: bool) -> None:
+        """In the background writer: check the copied state, flush TensorBoard, write and publish the checkpoint."""
+        step = loop["global_step"]
+        self._check_finite(tensors["meters"]["loss"].item(), where, step)
         floats = [t for t in weights.values() if t.is_floating_point()]
         if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
-            raise NonFiniteLoss(f"the weights hold NaN or Inf at step {self.global_step}; no checkpoint was written")
+            raise NonFiniteLoss(f"the weights hold NaN or Inf at step {step}; no checkpoint was written")
         for writer in self._writers:
             writer.flush()  # TensorBoard must hold everything up to this checkpoint (see purge_step)
         saved = checkpoint.save_checkpoint(
-            self.results.path, self.global_step, weights, tensors, loop, self.options.keep_checkpoints
+            self.results.path, step, weights, tensors, loop, self.options.keep_checkpoints
         )
-        self._saved_step, self._last_save = self.global_step, time.monotonic()
-        self._publish_best(saved)
+        if best:
+            checkpoint.publish(saved / "model.pt", self.results.path / "best_model.pt")
 
-    def _publish_best(self, folder) -> None:
-        """Point best_model.pt at checkpoint ``folder`` if it holds the end of the best epoch."""
-        if self.best_epoch == self.epoch and not self.batch:
-            checkpoint.publish(folder / "model.pt", self.results.path / "best_model.pt")
+    def _at_best_epoch(self) -> bool:
+        """Is the current moment the end of the best epoch so far (the one best_model.pt should hold)?"""
+        return self.best_epoch == self.epoch and not self.batch
 
-    def _check_finite(self, value: float, where: str) -> None:
+    def _check_finite(self, value: float, where: str, step: int) -> None:
         if not math.isfinite(value):
             raise NonFiniteLoss(
-                f"the training loss became {value} in {where} (before step {self.global_step}); "
+                f"the training loss became {value} in {where} (before step {step}); "
                 "stopped without writing a checkpoint from that state (nonfinite_loss=skip skips such steps)"
             )
 
@@ -248,17 +278,23 @@ class Trainer:
             SummaryWriter(str(self.results.path / "steps"), purge_step=self.global_step + 1),
         ]  # fmt: skip
         try:
-            while self.epoch < self.options.num_epochs and not self.stopped_early:
-                if not self._train_epoch(self.epoch + 1):
-                    return self.stop.name
-                self._end_epoch(self.epoch + 1)
-                if self.stop.requested and self.epoch < self.options.num_epochs:
-                    return self.stop.name
-            return None
+            stopped_by = self._run_epochs()
+            self._disk.wait()  # every file of the run is on disk before fit returns (raises a failed write's error)
+            return stopped_by
         finally:
+            self._disk.close()  # also after an error: what was handed over before it is still written
             for writer in self._writers:
                 writer.close()
             self._writers = []
+
+    def _run_epochs(self) -> str | None:
+        while self.epoch < self.options.num_epochs and not self.stopped_early:
+            if not self._train_epoch(self.epoch + 1):
+                return self.stop.name
+            self._end_epoch(self.epoch + 1)
+            if self.stop.requested and self.epoch < self.options.num_epochs:
+                return self.stop.name
+        return None
 
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; False if a stop was requested (the position is then checkpointed)."""
@@ -274,19 +310,22 @@ class Trainer:
         bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {epoch}/{self.options.num_epochs}",
                    file=self.results.terminal, leave=False, disable=None, mininterval=0.5)  # fmt: skip
         record = _SampleRecord(self, epoch) if faults.get("record_samples") else None
+        nan_step = faults.get("nan_at_step")  # looked up once: the loop below is the hot path
         group: list[Batch] = []
         try:
             for index, batch in enumerate(self.train.epoch(epoch, self.batch), start=self.batch):
                 group.append(batch)
                 if len(group) < accum and index + 1 < n_batches:
                     continue
-                if faults.get("nan_at_step") == self.global_step + 1:
+                if nan_step == self.global_step + 1:
                     group = [(torch.full_like(x, math.nan), y) for x, y in group]
                 if record:
                     record.write(self.batch, len(group))
-                loss, correct, count = self.model.train_step(group)
+                loss, predicted, count = self.model.train_step(group)
                 self.meters["loss"].add_(loss, alpha=count)  # mean loss x samples, in one operation
-                self.meters["correct"].add_(correct)
+                if count:
+                    self._predicted.append(predicted)
+                    self._targets += [y for _, y in group]
                 self.samples += count
                 self.interval_samples += count
                 self.batch, self.global_step = index + 1, self.global_step + 1
@@ -310,10 +349,18 @@ class Trainer:
             return True
         return bool(every_minutes) and time.monotonic() - self._last_save >= 60 * every_minutes
 
+    def _count_correct(self) -> None:
+        """Add the correct predictions of the steps since the last call to the epoch's count (on the device)."""
+        if self._predicted:
+            self.meters["correct"] += (torch.cat(self._predicted) == torch.cat(self._targets)).sum()
+            self._predicted, self._targets = [], []
+
     def _log_steps(self, bar: tqdm) -> None:
         """Read the interval's mean loss back from the device (the only sync between epoch ends) and log it."""
+        self._count_correct()
         value = (self.meters["loss"] - self.meters["interval_base"]).item() / max(self.interval_samples, 1)
-        self._check_finite(value, f"steps {self.global_step - self.options.log_every_steps + 1}..{self.global_step}")
+        first = self.global_step - self.options.log_every_steps + 1
+        self._check_finite(value, f"steps {first}..{self.global_step}", self.global_step)
         self._writers[1].add_scalar("train_loss", value, self.global_step)
         bar.set_postfix(loss=f"{value:.4g}", refresh=False)
         self.meters["interval_base"].copy_(self.meters["loss"])
@@ -322,8 +369,9 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         """Validate, log the epoch's row, checkpoint."""
         samples = max(self.samples, 1)
+        self._count_correct()
         train_loss = self.meters["loss"].item() / samples
-        self._check_finite(train_loss, f"epoch {epoch}")
+        self._check_finite(train_loss, f"epoch {epoch}", self.global_step)
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -340,7 +388,7 @@ class Trainer:
         patience = self.options.early_stopping_patience
         if patience and self.best_epoch is not None and epoch - self.best_epoch >= patience:
             self.stopped_early = True
-        self.results.append_history(row)
+        self._disk.submit(functools.partial(self.results.append_history, row))  # before the checkpoint, in order
         for key, value in row.items():
             if key != "epoch" and isinstance(value, (float, int)):
                 self._writers[0].add_scalar(key, value, epoch)

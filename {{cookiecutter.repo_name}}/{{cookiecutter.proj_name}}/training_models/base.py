@@ -101,49 +101,59 @@ class BaseModel:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
             return self.forward(x)
 
-    def loss_and_correct(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean loss of a batch and its number of correct predictions (a tensor, not synchronised)."""
-        outputs = outputs.float()  # the loss in full precision, also under autocast
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch, computed in full precision (also under autocast)."""
+        if outputs.dtype != torch.float32:
+            outputs = outputs.float()
         if self.binary:
-            logits = outputs.squeeze(1)
-            return self.loss_fn(logits, y.to(logits.dtype)), ((logits > 0).long() == y).sum()
-        return self.loss_fn(outputs, y), (outputs.argmax(1) == y).sum()
+            return self.loss_fn(outputs.squeeze(1), y.to(outputs.dtype))
+        return self.loss_fn(outputs, y)
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The predicted class of every sample: the largest output, or logit > 0 for a binary loss."""
+        if self.binary:
+            return (outputs.squeeze(1) > 0).long()
+        return outputs.argmax(1)
 
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimisation step over ``batches`` (more than one with gradient accumulation).
 
-        Returns the mean loss and the number correct (device tensors, not read
-        back) and the number of samples the step counted (0 if it was skipped).
+        Returns the mean loss and the predicted classes of the step's samples
+        (device tensors, not read back: the loop compares the predictions with
+        the targets once per log interval) and the number of samples the step
+        counted (0 if it was skipped).
         """
         self.optimizer.zero_grad(set_to_none=True)
-        total = sum(len(y) for _, y in batches)
+        total = sum(y.shape[0] for _, y in batches)  # not len(y): Tensor.__len__ is Python code, every step
         if self.skip_nonfinite:  # a skipped step must not leave NaN in BatchNorm's running statistics either
             buffers = [buffer.clone() for buffer in self.network.buffers()]
-        losses, corrects = [], []
+        losses, predicted = [], []
         for x, y in batches:
-            loss, correct = self.loss_and_correct(self.outputs(x), y)
+            outputs = self.outputs(x)
+            loss = self.loss(outputs, y)
             if len(batches) > 1:  # each batch weighs by its share of samples: accumulating = one step on all
-                loss = loss * (len(y) / total)
+                loss = loss * (y.shape[0] / total)
             self.scaler.scale(loss).backward()
             losses.append(loss.detach())
-            corrects.append(correct)
-        loss, correct = (losses[0], corrects[0]) if len(batches) == 1 else (sum(losses), sum(corrects))
+            predicted.append(self.predictions(outputs))  # integer results: no autograd graph to detach
+        loss, predicted = (losses[0], predicted[0]) if len(batches) == 1 else (sum(losses), torch.cat(predicted))
         if self.skip_nonfinite and not torch.isfinite(loss):  # reads the loss back: a sync, in this mode only
             self.skipped_steps += 1
             for buffer, saved in zip(self.network.buffers(), buffers, strict=True):
                 buffer.copy_(saved)
-            return torch.zeros_like(loss), torch.zeros_like(correct), 0
+            return torch.zeros_like(loss), predicted[:0], 0
         if self.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss, correct, total
+        return loss, predicted, total
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, correct = self.loss_and_correct(self.outputs(x), y)
-        return loss * len(y), correct
+        """Summed loss and number of correct predictions of a batch (device tensors)."""
+        outputs = self.outputs(x)
+        return self.loss(outputs, y) * len(y), (self.predictions(outputs) == y).sum()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the weights that resume needs (the loop saves the weights)."""

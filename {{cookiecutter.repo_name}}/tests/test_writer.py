@@ -1,0 +1,77 @@
+"""The background writer: history rows and checkpoints land in order, a failure is never lost, memory stays bounded."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from {{ cookiecutter.proj_name }}.engine.writer import BackgroundWriter
+
+TIMEOUT_S = 10
+
+
+def test_jobs_run_in_the_order_they_were_handed_over_and_wait_returns_after_the_last():
+    writer, done = BackgroundWriter(), []
+    for i in range(20):
+        writer.submit(lambda i=i: done.append(i), checkpoint=i % 3 == 0)
+    writer.wait()
+    assert done == list(range(20))
+    writer.close()
+
+
+def test_a_failed_write_is_raised_once_in_the_training_thread_and_nothing_after_it_is_written():
+    writer, done = BackgroundWriter(), []
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    writer.submit(lambda: done.append("history row"))
+    writer.submit(disk_full, checkpoint=True)
+    writer.submit(lambda: done.append("next history row"))
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    writer.submit(lambda: done.append("after the failure"))
+    writer.wait()  # reported once: the caller has it
+    assert done == ["history row"]
+    writer.close()
+
+
+def test_close_finishes_what_was_handed_over_and_prints_an_unreported_failure(capsys):
+    writer, done = BackgroundWriter(), []
+    writer.submit(lambda: done.append(1))
+    writer.submit(lambda: 1 / 0)
+    writer.close()
+    assert done == [1]
+    assert "a background write failed: division by zero" in capsys.readouterr().err
+
+
+def test_a_third_checkpoint_waits_until_the_writer_has_caught_up():
+    """At most one checkpoint waits while one is written: a slow disk throttles training instead of filling memory."""
+    writer, done = BackgroundWriter(), []
+    release, writing = threading.Event(), threading.Event()
+
+    def slow_checkpoint():
+        writing.set()
+        assert release.wait(TIMEOUT_S)
+        done.append("first")
+
+    writer.submit(slow_checkpoint, checkpoint=True)
+    assert writing.wait(TIMEOUT_S)
+    writer.submit(lambda: done.append("second"), checkpoint=True)  # waits in the queue; returns at once
+    writer.submit(lambda: done.append("history row"))  # rows are never held back
+    third_submitted = threading.Event()
+
+    def third():
+        writer.submit(lambda: done.append("third"), checkpoint=True)
+        third_submitted.set()
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    assert not third_submitted.wait(0.3), "a third checkpoint was queued while two were pending"
+    release.set()
+    assert third_submitted.wait(TIMEOUT_S)
+    thread.join(TIMEOUT_S)
+    writer.wait()
+    assert done == ["first", "second", "history row", "third"]
+    writer.close()
