@@ -23,6 +23,7 @@ from sides import lightning_missing, make_workload, run_bare, run_lightning
 CIFAR10_TRAIN_RECORDS = 50_000  # the real data set, for the epoch-time estimate of the shipped cifar10 config
 LOSS_RTOL = 1e-4  # final losses of two sides may differ by this much (relative): summation order only
 WEIGHT_ATOL = 1e-4  # ... and their final weights by this much (absolute)
+DATA_REPEATS = 5  # the data rows time epochs of milliseconds: 5x the repetitions, for stable medians
 
 
 @dataclass(frozen=True)
@@ -229,14 +230,15 @@ def data_rows(bench: Bench) -> list[Row]:
     )
     del served
 
-    print(f"  one epoch of {len(x)} images, batch {batch_size}: 3 sides x {s.repeats} (+{s.warmup} warm-up)")
+    repeats = s.repeats * DATA_REPEATS
+    print(f"  one epoch of {len(x)} images, batch {batch_size}: 3 sides x {repeats} (+{s.warmup} warm-up)")
     times = alternate(
         {
             "memory": lambda: timed_epoch(memory.epoch(1), device),
             "plain": lambda: timed_epoch(plain_epoch(), device),
             "workers": lambda: timed_epoch(workers.epoch(1), device),
         },
-        s.repeats,
+        repeats,
         s.warmup,
     )
     memory_side = Side("InMemoryBatches (index slicing)", "s/epoch", times["memory"])
@@ -261,26 +263,73 @@ def data_rows(bench: Bench) -> list[Row]:
             check_passed=same,
             check_detail=detail,
         ),
+        table_data_row(bench),
     ]
 
 
+def table_data_row(bench: Bench) -> Row:
+    """The same on small per-sample tensors: the training rows of the mlp workload's table (64 floats each)."""
+    s, project = bench.settings, bench.project
+    cfg = bench.mlp_config()
+    device = project.device(cfg)
+    split = project.experiment.build(cfg, device)["batches"]["train"]
+    memory = project.data.InMemoryBatches(split.x, split.y, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    order = memory.order(1).cpu().tolist()
+    dataset = torch.utils.data.TensorDataset(split.x.cpu(), split.y.cpu())
+    plain = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, num_workers=0)
+
+    def plain_epoch():
+        return ((xb.to(device), yb.to(device)) for xb, yb in plain)
+
+    same = all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(memory.epoch(1), plain_epoch(), strict=True)
+    )
+    shape = "x".join(map(str, split.x.shape[1:]))
+    repeats = s.repeats * DATA_REPEATS
+    print(
+        f"  one epoch of {len(split.x)} table rows, batch {cfg.batch_size}: 2 sides x {repeats} (+{s.warmup} warm-up)"
+    )
+    times = alternate(
+        {"memory": lambda: timed_epoch(memory.epoch(1), device), "plain": lambda: timed_epoch(plain_epoch(), device)},
+        repeats,
+        s.warmup,
+    )
+    return Row(
+        "data/table_memory_vs_dataloader",
+        "in-memory batches vs DataLoader(TensorDataset), num_workers=0, on table rows",
+        Side("InMemoryBatches (index slicing)", "s/epoch", times["memory"]),
+        Side("DataLoader, per-sample indexing, 0 workers", "s/epoch", times["plain"]),
+        target_op="<=",
+        target=0.1,
+        check_passed=same,
+        check_detail=f"{'all' if same else 'NOT all'} {len(memory)} batches equal ({len(split.x)} samples {shape})",
+    )
+
+
 # -- 4: checkpoint time against epoch time ----------------------------------------------------------------
-def time_saves(project: Project, trainer, saves: int) -> tuple[list[float], bool]:
-    """Time ``saves`` checkpoints of ``trainer``'s current state; True if the last one reads back equal."""
+def time_saves(project: Project, trainer, saves: int) -> tuple[list[float], list[float], bool]:
+    """Time ``saves`` checkpoints of ``trainer``'s current state; True if the last one reads back equal.
+
+    Returns the time ``Trainer.save()`` holds up the training thread (copying
+    the state and handing it to the background writer), the time until the
+    checkpoint is on disk (``save()`` plus waiting for the writer), and the check.
+    """
     checkpoint = project.module("engine.checkpoint")
-    times = []
+    blocking, total = [], []
     for _ in range(saves):
         trainer.global_step += 1  # a new step: save() skips a state that is already on disk
         start = time.perf_counter()
         trainer.save()
-        times.append(time.perf_counter() - start)
+        blocking.append(time.perf_counter() - start)
+        trainer.wait_for_disk()  # as after an epoch: the writer is idle when the next checkpoint comes
+        total.append(time.perf_counter() - start)
     newest = checkpoint.list_checkpoints(trainer.results.path)[-1]
     weights, _, loop = checkpoint.load_checkpoint(newest)
     network = trainer.model.network.state_dict()
     same = loop["global_step"] == trainer.global_step and all(
         torch.equal(weights[name], value.cpu()) for name, value in network.items()
     )
-    return times, same
+    return blocking, total, same
 
 
 def fitted_trainer(bench: Bench, cfg):
@@ -345,17 +394,18 @@ def estimated_cifar10_epoch(bench: Bench, steps: int) -> tuple[object, float, di
 
 def checkpoint_rows(bench: Bench) -> list[Row]:
     s = bench.settings
-    saves = max(s.checkpoint_steps, 3 if s.repeats > 1 else 1)
+    saves = 3 * s.checkpoint_steps if s.repeats > 1 else 1
     rows = []
 
     print("  cifar10 config (cnn, 32 filters): timing steps for the epoch estimate, then checkpoints")
     trainer, estimate, notes = estimated_cifar10_epoch(bench, s.checkpoint_steps)
-    times, same = time_saves(bench.project, trainer, saves)
+    times, written, same = time_saves(bench.project, trainer, saves)
+    notes["written_s"] = round(statistics.median(written), 5)
     rows.append(
         Row(
             "checkpoint/cnn32",
             "checkpoint vs epoch: cifar10 config (cnn, n_filters=32), full CIFAR-10 epoch",
-            Side("Trainer.save()", "s", times),
+            Side("Trainer.save(), training thread", "s", times),
             Side("epoch (estimated, see notes)", "s", [estimate]),
             target_op="<=",
             target=0.02,
@@ -371,19 +421,19 @@ def checkpoint_rows(bench: Bench) -> list[Row]:
     ):
         print(f"  {name}: training, then checkpoints")
         trainer, epoch_times = fitted_trainer(bench, cfg)
-        times, same = time_saves(bench.project, trainer, saves)
+        times, written, same = time_saves(bench.project, trainer, saves)
         rows.append(
             Row(
                 f"checkpoint/{name}",
                 f"checkpoint vs epoch: {what}",
-                Side("Trainer.save()", "s", times),
+                Side("Trainer.save(), training thread", "s", times),
                 Side("epoch (epoch_time_s of history.csv)", "s", epoch_times),
                 target_op="<=",
                 target=0.02,
                 check_passed=same and all(map(math.isfinite, epoch_times)),
                 check_detail=f"the timed checkpoint {'reads back equal to' if same else 'DIFFERS from'} the network",
                 paired=False,
-                notes={"epochs": len(epoch_times)},
+                notes={"epochs": len(epoch_times), "written_s": round(statistics.median(written), 5)},
             )
         )
     return rows
