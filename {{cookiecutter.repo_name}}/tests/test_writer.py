@@ -20,7 +20,7 @@ def test_jobs_run_in_the_order_they_were_handed_over_and_wait_returns_after_the_
     writer.close()
 
 
-def test_a_failed_write_is_raised_once_in_the_training_thread_and_nothing_after_it_is_written():
+def test_a_failed_write_is_raised_in_the_training_thread_and_nothing_after_it_is_written(capsys):
     writer, done = BackgroundWriter(), []
 
     def disk_full():
@@ -31,10 +31,30 @@ def test_a_failed_write_is_raised_once_in_the_training_thread_and_nothing_after_
     writer.submit(lambda: done.append("next history row"))
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
-    writer.submit(lambda: done.append("after the failure"))
-    writer.wait()  # reported once: the caller has it
-    assert done == ["history row"]
+    with pytest.raises(OSError, match="No space left"):  # never silently dropped: every later call says so
+        writer.submit(lambda: done.append("after the failure"))
     writer.close()
+    assert done == ["history row"]
+    assert capsys.readouterr().err == "", "an error already raised is not printed again"
+
+
+def test_abandoning_finishes_the_write_in_progress_and_drops_the_rest():
+    """A second Ctrl-C: the checkpoint being written completes, queued ones are dropped."""
+    writer, done = BackgroundWriter(), []
+    release, writing = threading.Event(), threading.Event()
+
+    def slow_checkpoint():
+        writing.set()
+        assert release.wait(TIMEOUT_S)
+        done.append("in progress")
+
+    writer.submit(slow_checkpoint, checkpoint=True)
+    assert writing.wait(TIMEOUT_S)
+    writer.submit(lambda: done.append("queued row"))
+    writer.submit(lambda: done.append("queued checkpoint"), checkpoint=True)
+    threading.Timer(0.2, release.set).start()
+    writer.close(abandon=True)
+    assert done == ["in progress"]
 
 
 def test_close_finishes_what_was_handed_over_and_prints_an_unreported_failure(capsys):

@@ -225,7 +225,7 @@ def help_epilog() -> str:
         '  python bin/train.py cifar10 runs/test_lrsch --lr_schedule="[[3, 0.1],[100, 0.01]]"',
         "",
         "Running the same command on an existing RESULTS_DIR resumes it exactly where the last checkpoint was.",
-        "SIGTERM, SIGUSR1 or Ctrl-C: checkpoint at the next step, then exit (a second Ctrl-C exits at once).",
+        "SIGTERM, SIGUSR1 or Ctrl-C: checkpoint at the next step, then exit (a second Ctrl-C exits without one).",
         "exit codes: 0 finished, 1 failed, 2 bad command line, config or RESULTS_DIR in use,",
         "            128+N stopped by signal N after a checkpoint (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM)",
     ]

@@ -130,7 +130,8 @@ def cpu_copy(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {key: cpu_copy(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_copy(value) for value in obj)
+        values = [cpu_copy(value) for value in obj]
+        return type(obj)(*values) if hasattr(obj, "_fields") else type(obj)(values)  # namedtuples take fields
     return obj
 
 

@@ -14,8 +14,8 @@ checkpoint computes exactly the same numbers as one that was never stopped.
 
 Nothing is read back from the device inside a step: sums stay on the device and
 are read once per ``log_every_steps`` steps, at checkpoints and at epoch ends.
-Nothing inside the loop waits for the disk either: history rows and checkpoints
-are written by a background thread (``writer.py``) from a copy of the state.
+Steps do not wait for the disk either: history rows and checkpoints are written
+by a background thread (``writer.py``) from a copy of the state.
 
 Note that the loop is never given the test set: test metrics come from
 ``bin/evaluate.py``, an explicit, separate step.
@@ -122,7 +122,7 @@ class Trainer:
         self._targets: list[torch.Tensor] = []
         self._writers: list = []  # TensorBoard writers while fit() runs: per epoch, per step
         self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
-        self._saved_step = -1  # global step of the newest checkpoint on disk
+        self._saved_step = -1  # global step of the newest checkpoint handed to the writer (or loaded)
         self._last_save = time.monotonic()
         self._epoch_start = time.perf_counter()
 
@@ -213,10 +213,11 @@ class Trainer:
         The state is copied to the CPU here and written by the background
         writer; the training goes on meanwhile.  A state holding NaN or Inf is
         never written: the writer fails with ``NonFiniteLoss``, raised in the
-        training thread at the next save or at the end of ``fit``.
+        training thread when it next hands over a write, or at the end of ``fit``.
         """
         if self.global_step == self._saved_step:
             return
+        self._disk.wait_for_room()  # before the copy: at most one copy waits while another is written
         self._count_correct()
         weights, tensors, loop = self.state_dict()  # loop: plain values, built afresh; the tensors are live
         weights, tensors = checkpoint.cpu_copy(weights), checkpoint.cpu_copy(tensors)
@@ -281,8 +282,13 @@ class Trainer:
             stopped_by = self._run_epochs()
             self._disk.wait()  # every file of the run is on disk before fit returns (raises a failed write's error)
             return stopped_by
+        except BaseException as err:
+            # After an error, what was handed over before it is still written. After a second Ctrl-C
+            # (KeyboardInterrupt), only the write in progress is finished: the newest complete checkpoint stays.
+            self._disk.close(abandon=not isinstance(err, Exception), in_flight=err)
+            raise
         finally:
-            self._disk.close()  # also after an error: what was handed over before it is still written
+            self._disk.close()
             for writer in self._writers:
                 writer.close()
             self._writers = []
@@ -326,6 +332,8 @@ class Trainer:
                 if count:
                     self._predicted.append(predicted)
                     self._targets += [y for _, y in group]
+                    if len(self._predicted) >= 64:  # a huge log_every_steps must not hold an epoch of targets
+                        self._count_correct()
                 self.samples += count
                 self.interval_samples += count
                 self.batch, self.global_step = index + 1, self.global_step + 1

@@ -6,8 +6,10 @@ SIGTERM on preemption, Kubernetes and ``kill``: SIGTERM, a terminal: Ctrl-C
 the next step boundary, writes a checkpoint there and returns.  Nothing is
 saved from inside the handler, where the state may be half updated.
 
-A second Ctrl-C stops at once (KeyboardInterrupt), for when even one more
-step is too long to wait.
+A second Ctrl-C stops without a new checkpoint (KeyboardInterrupt), for when
+even one more step is too long to wait; a checkpoint the background writer is
+in the middle of is finished first (milliseconds), ones still waiting are
+dropped, so the newest checkpoint on disk is always complete.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A background thread for the run's disk writes, so that training never waits for the disk.
+"""A background thread for the run's disk writes, so that training does not wait for the disk.
 
 A checkpoint costs a few fsyncs, renames and directory syncs: milliseconds of
 waiting for the disk, longer than a whole epoch of a small model.  The loop
@@ -7,13 +7,13 @@ which runs the jobs one at a time, in the order they were handed over: a
 history row is on disk before the checkpoint handed over after it, exactly as
 if the loop had written them itself.
 
-* Every checkpoint handed over is written.  At most one waits while another
-  is being written: handing over a third blocks until the writer has caught
-  up, so a disk slower than the training throttles it instead of filling the
-  memory with copies of the state.
+* Every checkpoint handed over is written, unless an earlier job failed.
+  At most one waits while another is being written: handing over a third
+  blocks until the writer has caught up, so a disk slower than the training
+  throttles it instead of filling the memory with copies of the state.
 * The first failing job stops the writer: nothing handed over later is
   written, and its error is raised in the training thread by the next
-  ``submit`` or by ``wait``.
+  ``submit`` (of any job) or by ``wait``.
 * ``wait`` returns when everything handed over is on disk.  The loop calls it
   before ``fit`` returns, so a finished or stopped run has all its files.
 """
@@ -34,29 +34,34 @@ class _Job:
 
 
 class BackgroundWriter:
-    """Run write jobs in order on one daemon thread, started on the first job and stopped by ``close``."""
+    """Run write jobs in order on one daemon thread, started by the first job and stopped by ``close``."""
 
     def __init__(self, name: str = "checkpoint-writer"):
         self.name = name
         self._jobs: deque[_Job] = deque()
         self._changed = threading.Condition()
         self._running = False  # a job is being run
-        self._error: BaseException | None = None  # raised once in the training thread
-        self._failed = False  # once a job failed, nothing more is written
+        self._error: BaseException | None = None  # the failure that stopped the writer, until close()
+        self._reported = False  # ... already raised in the training thread
         self._thread: threading.Thread | None = None
 
+    def wait_for_room(self) -> None:
+        """Block while a checkpoint is waiting: call it before copying the state, so at most two copies exist."""
+        with self._changed:
+            while any(job.checkpoint for job in self._jobs):
+                self._changed.wait()
+
     def submit(self, run: Callable[[], None], checkpoint: bool = False) -> None:
-        """Hand ``run`` over (a checkpoint: wait while another one is waiting); raise an earlier job's error."""
+        """Hand ``run`` over (a checkpoint: wait for room first); raise the error of a job that failed."""
         with self._changed:
             while checkpoint and any(job.checkpoint for job in self._jobs):
                 self._changed.wait()
             self._raise_error()
-            if self._failed:
-                return
+            if self._thread is None:  # started before the job is queued: a failed start leaves nothing waiting
+                thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                thread.start()
+                self._thread = thread
             self._jobs.append(_Job(run, checkpoint))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-                self._thread.start()
             self._changed.notify_all()
 
     def wait(self) -> None:
@@ -66,23 +71,32 @@ class BackgroundWriter:
                 self._changed.wait()
             self._raise_error()
 
-    def close(self) -> None:
-        """Finish the jobs handed over and stop the thread (a failure is printed, not raised: see ``wait``)."""
+    def close(self, abandon: bool = False, in_flight: BaseException | None = None) -> None:
+        """Stop the thread once the jobs handed over have run (``abandon``: only the running one; the rest is dropped).
+
+        A failure that was never raised in the training thread is printed,
+        unless ``in_flight``, the exception the caller is handling, is of the
+        same kind (the same problem, seen twice).
+        """
         with self._changed:
+            if abandon:
+                self._jobs.clear()
             while self._jobs or self._running:
                 self._changed.wait()
             thread, self._thread = self._thread, None
+            error = None if self._reported else self._error
+            self._error, self._reported = None, False
             self._changed.notify_all()
-            if self._error is not None:
-                print(f"error: a background write failed: {self._error}", file=sys.stderr)
-                self._error = None
         if thread is not None:
             thread.join()
+        if error is not None and type(error) is not type(in_flight):
+            print(f"error: a background write failed: {error}", file=sys.stderr)
 
     def _raise_error(self) -> None:
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+        """Raise the failure that stopped the writer (again on every call, until ``close``)."""
+        if self._error is not None:
+            self._reported = True
+            raise self._error
 
     def _work(self) -> None:
         me = threading.current_thread()
@@ -90,7 +104,7 @@ class BackgroundWriter:
             with self._changed:
                 while not self._jobs and self._thread is me:
                     self._changed.wait()
-                if not self._jobs:  # closed
+                if self._thread is not me:  # closed (close() waited for the queue to empty)
                     return
                 job = self._jobs.popleft()
                 self._running = True
@@ -98,8 +112,8 @@ class BackgroundWriter:
                 job.run()
             except BaseException as err:
                 with self._changed:
-                    self._error, self._failed = err, True
-                    self._jobs.clear()
+                    self._error = err
+                    self._jobs.clear()  # nothing after a failed write: the newest complete checkpoint stays newest
             finally:
                 with self._changed:
                     self._running = False
