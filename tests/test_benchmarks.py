@@ -24,6 +24,7 @@ ROWS = (
     "trainer_vs_lightning/cnn",
     "data/memory_vs_dataloader",
     "data/memory_vs_dataloaderbatches",
+    "data/table_memory_vs_dataloader",
     "checkpoint/cnn32",
     "checkpoint/mlp",
     "checkpoint/iris",
