@@ -197,41 +197,49 @@ def timed_epoch(batches, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def epoch_sources(bench: Bench, cfg) -> tuple[object, torch.utils.data.TensorDataset, Callable, torch.device]:
+    """``cfg``'s training split as the project's ``InMemoryBatches``, as a ``TensorDataset``, and a plain
+    per-sample ``DataLoader`` epoch over it in the same order: ``(memory, dataset, plain_epoch, device)``."""
+    project = bench.project
+    device = project.device(cfg)
+    split = project.experiment.build(cfg, device)["batches"]["train"]
+    memory = project.data.InMemoryBatches(split.x, split.y, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    dataset = torch.utils.data.TensorDataset(split.x.cpu(), split.y.cpu())
+    order = memory.order(1).cpu().tolist()  # the same batches on every side
+    plain = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, num_workers=0)
+
+    def plain_epoch():
+        return ((xb.to(device), yb.to(device)) for xb, yb in plain)  # on the device, like the other sides
+
+    return memory, dataset, plain_epoch, device
+
+
+def same_batches(memory, served: dict[str, list]) -> tuple[bool, str]:
+    """Did every side serve exactly the batches of ``memory.epoch(1)``? (untimed)"""
+    reference = list(memory.epoch(1))
+    same = all(len(batches) == len(reference) for batches in served.values()) and all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for batches in served.values()
+        for a, b in zip(reference, batches, strict=True)
+    )
+    shape = "x".join(map(str, memory.x.shape[1:]))
+    return same, f"{'all' if same else 'NOT all'} {len(reference)} batches equal ({len(memory.x)} samples {shape})"
+
+
 def data_rows(bench: Bench) -> list[Row]:
     """One epoch of CIFAR-sized uint8 tensors, just iterating the batches (no transform, no training)."""
     s, project = bench.settings, bench.project
     cfg = bench.cnn_config()
-    device = project.device(cfg)
-    split = project.experiment.build(cfg, device)["batches"]["train"]
-    x, y, batch_size = split.x, split.y, cfg.batch_size
-    data = project.data
-    memory = data.InMemoryBatches(x, y, batch_size, shuffle=True, seed=cfg.seed)
-    dataset = torch.utils.data.TensorDataset(x.cpu(), y.cpu())
-    order = memory.order(1).cpu().tolist()  # the same batches on every side
-    plain = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=0)
+    memory, dataset, plain_epoch, device = epoch_sources(bench, cfg)
     default_workers = project.configs.DataConfig().num_workers
-    workers = data.DataLoaderBatches(
-        dataset, batch_size, device, shuffle=True, seed=cfg.seed, num_workers=default_workers
+    workers = project.data.DataLoaderBatches(
+        dataset, cfg.batch_size, device, shuffle=True, seed=cfg.seed, num_workers=default_workers
     )  # as experiment.make_batches builds it for data.loader=dataloader
-
-    def plain_epoch():
-        return ((xb.to(device), yb.to(device)) for xb, yb in plain)  # on the device, like the other two
-
-    # Same result: every batch equal on all three sides (untimed; also starts the persistent workers).
-    served = {"memory": list(memory.epoch(1)), "plain": list(plain_epoch()), "workers": list(workers.epoch(1))}
-    count = len(served["memory"])
-    same = all(len(batches) == count for batches in served.values()) and all(
-        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-        for other in ("plain", "workers")
-        for a, b in zip(served["memory"], served[other], strict=True)
-    )
-    detail = (
-        f"{'all' if same else 'NOT all'} {count} batches equal ({len(x)} samples {'x'.join(map(str, x.shape[1:]))})"
-    )
-    del served
+    # Same result, untimed; this first pass also starts the persistent workers.
+    same, detail = same_batches(memory, {"plain": list(plain_epoch()), "workers": list(workers.epoch(1))})
 
     repeats = s.repeats * DATA_REPEATS
-    print(f"  one epoch of {len(x)} images, batch {batch_size}: 3 sides x {repeats} (+{s.warmup} warm-up)")
+    print(f"  one epoch of {len(memory.x)} images, batch {cfg.batch_size}: 3 sides x {repeats} (+{s.warmup} warm-up)")
     times = alternate(
         {
             "memory": lambda: timed_epoch(memory.epoch(1), device),
@@ -269,25 +277,13 @@ def data_rows(bench: Bench) -> list[Row]:
 
 def table_data_row(bench: Bench) -> Row:
     """The same on small per-sample tensors: the training rows of the mlp workload's table (64 floats each)."""
-    s, project = bench.settings, bench.project
+    s = bench.settings
     cfg = bench.mlp_config()
-    device = project.device(cfg)
-    split = project.experiment.build(cfg, device)["batches"]["train"]
-    memory = project.data.InMemoryBatches(split.x, split.y, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    order = memory.order(1).cpu().tolist()
-    dataset = torch.utils.data.TensorDataset(split.x.cpu(), split.y.cpu())
-    plain = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, num_workers=0)
-
-    def plain_epoch():
-        return ((xb.to(device), yb.to(device)) for xb, yb in plain)
-
-    same = all(
-        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(memory.epoch(1), plain_epoch(), strict=True)
-    )
-    shape = "x".join(map(str, split.x.shape[1:]))
+    memory, _, plain_epoch, device = epoch_sources(bench, cfg)
+    same, detail = same_batches(memory, {"plain": list(plain_epoch())})
     repeats = s.repeats * DATA_REPEATS
     print(
-        f"  one epoch of {len(split.x)} table rows, batch {cfg.batch_size}: 2 sides x {repeats} (+{s.warmup} warm-up)"
+        f"  one epoch of {len(memory.x)} table rows, batch {cfg.batch_size}: 2 sides x {repeats} (+{s.warmup} warm-up)"
     )
     times = alternate(
         {"memory": lambda: timed_epoch(memory.epoch(1), device), "plain": lambda: timed_epoch(plain_epoch(), device)},
@@ -302,7 +298,7 @@ def table_data_row(bench: Bench) -> Row:
         target_op="<=",
         target=0.1,
         check_passed=same,
-        check_detail=f"{'all' if same else 'NOT all'} {len(memory)} batches equal ({len(split.x)} samples {shape})",
+        check_detail=detail,
     )
 
 
