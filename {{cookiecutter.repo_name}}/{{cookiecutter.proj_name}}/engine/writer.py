@@ -48,14 +48,13 @@ class BackgroundWriter:
     def wait_for_room(self) -> None:
         """Block while a checkpoint is waiting: call it before copying the state, so at most two copies exist."""
         with self._changed:
-            while any(job.checkpoint for job in self._jobs):
-                self._changed.wait()
+            self._changed.wait_for(lambda: not any(job.checkpoint for job in self._jobs))
 
     def submit(self, run: Callable[[], None], checkpoint: bool = False) -> None:
         """Hand ``run`` over (a checkpoint: wait for room first); raise the error of a job that failed."""
-        with self._changed:
-            while checkpoint and any(job.checkpoint for job in self._jobs):
-                self._changed.wait()
+        with self._changed:  # a re-entrant lock: wait_for_room may take it again
+            if checkpoint:
+                self.wait_for_room()
             self._raise_error()
             if self._thread is None:  # started before the job is queued: a failed start leaves nothing waiting
                 thread = threading.Thread(target=self._work, name=self.name, daemon=True)
@@ -67,8 +66,7 @@ class BackgroundWriter:
     def wait(self) -> None:
         """Block until every job handed over has run; raise the error of one that failed."""
         with self._changed:
-            while self._jobs or self._running:
-                self._changed.wait()
+            self._changed.wait_for(self._idle)
             self._raise_error()
 
     def close(self, abandon: bool = False, in_flight: BaseException | None = None) -> None:
@@ -81,8 +79,7 @@ class BackgroundWriter:
         with self._changed:
             if abandon:
                 self._jobs.clear()
-            while self._jobs or self._running:
-                self._changed.wait()
+            self._changed.wait_for(self._idle)
             thread, self._thread = self._thread, None
             error = None if self._reported else self._error
             self._error, self._reported = None, False
@@ -91,6 +88,9 @@ class BackgroundWriter:
             thread.join()
         if error is not None and type(error) is not type(in_flight):
             print(f"error: a background write failed: {error}", file=sys.stderr)
+
+    def _idle(self) -> bool:
+        return not (self._jobs or self._running)
 
     def _raise_error(self) -> None:
         """Raise the failure that stopped the writer (again on every call, until ``close``)."""
