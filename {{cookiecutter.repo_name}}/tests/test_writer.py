@@ -11,6 +11,20 @@ from {{ cookiecutter.proj_name }}.engine.writer import BackgroundWriter
 TIMEOUT_S = 10
 
 
+def start_slow_checkpoint(writer: BackgroundWriter, done: list, name: str) -> threading.Event:
+    """Hand over a checkpoint that is being written until the returned event is set; it then appends ``name``."""
+    release, writing = threading.Event(), threading.Event()
+
+    def slow_checkpoint():
+        writing.set()
+        assert release.wait(TIMEOUT_S)
+        done.append(name)
+
+    writer.submit(slow_checkpoint, checkpoint=True)
+    assert writing.wait(TIMEOUT_S)
+    return release
+
+
 def test_jobs_run_in_the_order_they_were_handed_over_and_wait_returns_after_the_last():
     writer, done = BackgroundWriter(), []
     for i in range(20):
@@ -23,12 +37,16 @@ def test_jobs_run_in_the_order_they_were_handed_over_and_wait_returns_after_the_
 def test_a_failed_write_is_raised_in_the_training_thread_and_nothing_after_it_is_written(capsys):
     writer, done = BackgroundWriter(), []
 
+    queued = threading.Event()
+
     def disk_full():
+        assert queued.wait(TIMEOUT_S)  # fail only once the next row is queued behind this write
         raise OSError(28, "No space left on device")
 
     writer.submit(lambda: done.append("history row"))
     writer.submit(disk_full, checkpoint=True)
     writer.submit(lambda: done.append("next history row"))
+    queued.set()
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
     with pytest.raises(OSError, match="No space left"):  # never silently dropped: every later call says so
@@ -41,15 +59,7 @@ def test_a_failed_write_is_raised_in_the_training_thread_and_nothing_after_it_is
 def test_abandoning_finishes_the_write_in_progress_and_drops_the_rest():
     """A second Ctrl-C: the checkpoint being written completes, queued ones are dropped."""
     writer, done = BackgroundWriter(), []
-    release, writing = threading.Event(), threading.Event()
-
-    def slow_checkpoint():
-        writing.set()
-        assert release.wait(TIMEOUT_S)
-        done.append("in progress")
-
-    writer.submit(slow_checkpoint, checkpoint=True)
-    assert writing.wait(TIMEOUT_S)
+    release = start_slow_checkpoint(writer, done, "in progress")
     writer.submit(lambda: done.append("queued row"))
     writer.submit(lambda: done.append("queued checkpoint"), checkpoint=True)
     threading.Timer(0.2, release.set).start()
@@ -69,15 +79,7 @@ def test_close_finishes_what_was_handed_over_and_prints_an_unreported_failure(ca
 def test_a_third_checkpoint_waits_until_the_writer_has_caught_up():
     """At most one checkpoint waits while one is written: a slow disk throttles training instead of filling memory."""
     writer, done = BackgroundWriter(), []
-    release, writing = threading.Event(), threading.Event()
-
-    def slow_checkpoint():
-        writing.set()
-        assert release.wait(TIMEOUT_S)
-        done.append("first")
-
-    writer.submit(slow_checkpoint, checkpoint=True)
-    assert writing.wait(TIMEOUT_S)
+    release = start_slow_checkpoint(writer, done, "first")
     writer.submit(lambda: done.append("second"), checkpoint=True)  # waits in the queue; returns at once
     writer.submit(lambda: done.append("history row"))  # rows are never held back
     third_submitted = threading.Event()
