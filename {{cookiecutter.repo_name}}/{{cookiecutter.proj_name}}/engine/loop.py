@@ -192,7 +192,7 @@ class Trainer:
             # A kill right after the checkpoint's rename may have left model.pt and friends one behind.
             checkpoint.publish_checkpoint(path, state[2])
             if self._at_best_epoch():
-                checkpoint.publish(path / "model.pt", self.results.path / "best_model.pt")
+                self._publish_best(path)
             self.results.truncate_history(self.epoch)
             where = f"epoch {self.epoch} done"
             if self.batch:
@@ -219,7 +219,7 @@ class Trainer:
         self._disk.wait_for_room()  # before the copy: at most one copy waits while another is written
         self._count_correct()
         where = f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}"
-        self._check_finite(self.meters["loss"].item(), where, self.global_step)
+        self._check_finite(self.meters["loss"].item(), where)
         weights, tensors, loop = self.state_dict()  # loop: plain values, built afresh; the tensors are live
         floats = [t for t in weights.values() if t.is_floating_point()]
         if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
@@ -247,16 +247,20 @@ class Trainer:
             self.results.path, step, weights, tensors, loop, self.options.keep_checkpoints
         )
         if best:
-            checkpoint.publish(saved / "model.pt", self.results.path / "best_model.pt")
+            self._publish_best(saved)
+
+    def _publish_best(self, folder) -> None:
+        """Point best_model.pt at checkpoint ``folder``."""
+        checkpoint.publish(folder / "model.pt", self.results.path / "best_model.pt")
 
     def _at_best_epoch(self) -> bool:
         """Is the current moment the end of the best epoch so far (the one best_model.pt should hold)?"""
         return self.best_epoch == self.epoch and not self.batch
 
-    def _check_finite(self, value: float, where: str, step: int) -> None:
+    def _check_finite(self, value: float, where: str) -> None:
         if not math.isfinite(value):
             raise NonFiniteLoss(
-                f"the training loss became {value} in {where} (before step {step}); "
+                f"the training loss became {value} in {where} (before step {self.global_step}); "
                 "stopped without writing a checkpoint from that state (nonfinite_loss=skip skips such steps)"
             )
 
@@ -370,7 +374,7 @@ class Trainer:
         self._count_correct()
         value = (self.meters["loss"] - self.meters["interval_base"]).item() / max(self.interval_samples, 1)
         first = self.global_step - self.options.log_every_steps + 1
-        self._check_finite(value, f"steps {first}..{self.global_step}", self.global_step)
+        self._check_finite(value, f"steps {first}..{self.global_step}")
         self._writers[1].add_scalar("train_loss", value, self.global_step)
         bar.set_postfix(loss=f"{value:.4g}", refresh=False)
         self.meters["interval_base"].copy_(self.meters["loss"])
@@ -381,7 +385,7 @@ class Trainer:
         samples = max(self.samples, 1)
         self._count_correct()
         train_loss = self.meters["loss"].item() / samples
-        self._check_finite(train_loss, f"epoch {epoch}", self.global_step)
+        self._check_finite(train_loss, f"epoch {epoch}")
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train_loss,
