@@ -160,6 +160,8 @@ def test_binary_step_with_one_logit():
         torch.manual_seed(1)
         logits = model.network(x).squeeze(1)
     torch.manual_seed(1)
-    loss, predicted, count = model.train_step([(x, y)])
+    loss, outputs, count = model.train_step([(x, y)])
     assert loss.ndim == 0 and torch.isfinite(loss) and count == len(y)
+    assert torch.equal(outputs.squeeze(1), logits) and not outputs.requires_grad
+    predicted = model.predictions(outputs)
     assert predicted.tolist() == (logits > 0).long().tolist()  # one logit per sample: class 1 iff logit > 0

@@ -31,6 +31,7 @@ from conftest import (
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from {{ cookiecutter.proj_name }} import experiment
 from {{ cookiecutter.proj_name }}.networks import build_network
 
 EPOCHS = 3
@@ -134,6 +135,35 @@ def test_history_has_one_row_per_epoch(finished_run):
         for key in ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr"):
             assert float(row[key]) >= 0
         assert 0 <= float(row["train_acc"]) <= 1 and 0 <= float(row["valid_acc"]) <= 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--log_every_steps=1"],
+        ["--log_every_steps=4", "--batch_size=8", "--grad_accum_steps=2"],
+        ["--log_every_steps=100", "--data.loader=dataloader", "--data.num_workers=0"],
+    ],
+    ids=["count-every-step", "accumulate", "dataloader"],
+)
+def test_train_acc_counts_every_training_sample_once(run_train, tmp_path, options):
+    """train_acc is the share of the epoch's training samples predicted right, however the count is batched.
+
+    With a learning rate of 0 the weights never change, so the saved network gives the predictions
+    every step made; the trainer's deferred count must match them exactly.
+    """
+    results = tmp_path / "run"
+    run_train("iris", results, "--num_epochs=1", "--optimizer.lr=0", *options)
+    cfg = OmegaConf.create(read_json(results / "config.json"))
+    built = experiment.build(cfg, torch.device("cpu"))
+    network = built["model"].network
+    network.load_state_dict(torch.load(results / "model.pt", weights_only=True))
+    batches = list(built["batches"]["train"].epoch(1))
+    x, y = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    with torch.no_grad():
+        correct = (network(x).argmax(1) == y).sum().item()
+    assert 0 < correct < len(y), "an untrained network: some right, some wrong"
+    assert float(read_history(results)[0]["train_acc"]) == pytest.approx(correct / len(y), abs=1e-12)
 
 
 def test_model_pt_is_a_plain_state_dict(finished_run):

@@ -41,6 +41,9 @@ from .signals import StopFlag
 from .writer import BackgroundWriter
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# Training outputs kept for the deferred count of correct predictions: at most this many elements
+# (4 MB in fp32), so that many classes or a huge log_every_steps cannot fill the device's memory.
+MAX_KEPT_ELEMENTS = 2**20
 
 
 class Batches(Protocol):
@@ -59,7 +62,8 @@ class TrainingModel(Protocol):
     network: torch.nn.Module
 
     def set_epoch(self, epoch: int) -> float: ...
-    def train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int]: ...  # loss, predicted, n
+    def train_step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, int]: ...  # loss, outputs, n
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor: ...
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -116,10 +120,11 @@ class Trainer:
         # Running sums of the current epoch (and of the current log interval), kept on the device.
         self.meters = self._zero_meters()
         self.samples = self.interval_samples = 0
-        # Predicted classes and targets of the steps since the last count of correct predictions: counting them
-        # once per log interval costs three operations instead of three per step (see _count_correct).
-        self._predicted: list[torch.Tensor] = []
+        # Outputs and targets of the steps since the last count of correct predictions: counting them once per
+        # log interval costs six operations instead of three per step (see _count_correct).
+        self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
+        self._kept_elements = 0  # elements in self._outputs
         self._writers: list = []  # TensorBoard writers while fit() runs: per epoch, per step
         self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
         self._saved_step = -1  # global step of the newest checkpoint handed to the writer (or loaded)
@@ -154,7 +159,7 @@ class Trainer:
         self.model.network.load_state_dict(weights)
         self.model.load_state_dict(tensors["training_model"])
         self.meters = {name: value.to(self.device) for name, value in tensors["meters"].items()}
-        self._predicted, self._targets = [], []
+        self._outputs, self._targets, self._kept_elements = [], [], 0
         self.epoch, self.batch, self.global_step = loop["epoch"], loop["batch"], loop["global_step"]
         self.samples, self.interval_samples = loop["samples"], loop["interval_samples"]
         best = loop["best_valid_loss"]
@@ -333,12 +338,13 @@ class Trainer:
                     group = [(torch.full_like(x, math.nan), y) for x, y in group]
                 if record:
                     record.write(self.batch, len(group))
-                loss, predicted, count = self.model.train_step(group)
+                loss, outputs, count = self.model.train_step(group)
                 self.meters["loss"].add_(loss, alpha=count)  # mean loss x samples, in one operation
                 if count:
-                    self._predicted.append(predicted)
+                    self._outputs.append(outputs)
                     self._targets += [y for _, y in group]
-                    if len(self._predicted) >= 64:  # a huge log_every_steps must not hold an epoch of targets
+                    self._kept_elements += outputs.numel()
+                    if self._kept_elements >= MAX_KEPT_ELEMENTS:  # e.g. a huge log_every_steps, many classes
                         self._count_correct()
                 self.samples += count
                 self.interval_samples += count
@@ -365,9 +371,10 @@ class Trainer:
 
     def _count_correct(self) -> None:
         """Add the correct predictions of the steps since the last call to the epoch's count (on the device)."""
-        if self._predicted:
-            self.meters["correct"] += (torch.cat(self._predicted) == torch.cat(self._targets)).sum()
-            self._predicted, self._targets = [], []
+        if self._outputs:
+            predicted = self.model.predictions(torch.cat(self._outputs))
+            self.meters["correct"] += (predicted == torch.cat(self._targets)).sum()
+            self._outputs, self._targets, self._kept_elements = [], [], 0
 
     def _log_steps(self, bar: tqdm) -> None:
         """Read the interval's mean loss back from the device (the only sync between epoch ends) and log it."""

@@ -118,16 +118,17 @@ class BaseModel:
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimisation step over ``batches`` (more than one with gradient accumulation).
 
-        Returns the mean loss and the predicted classes of the step's samples
-        (device tensors, not read back: the loop compares the predictions with
-        the targets once per log interval) and the number of samples the step
-        counted (0 if it was skipped).
+        Returns the mean loss and the network's outputs for the step's samples
+        (detached device tensors, not read back), and the number of samples the
+        step counted (0 if it was skipped).  The loop turns the outputs into
+        ``predictions`` once per log interval: one argmax over many steps costs
+        less than one per step.
         """
         self.optimizer.zero_grad(set_to_none=True)
         total = sum(y.shape[0] for _, y in batches)  # not len(y): Tensor.__len__ is Python code, every step
         if self.skip_nonfinite:  # a skipped step must not leave NaN in BatchNorm's running statistics either
             buffers = [buffer.clone() for buffer in self.network.buffers()]
-        losses, predicted = [], []
+        losses, kept = [], []
         for x, y in batches:
             outputs = self.outputs(x)
             loss = self.loss(outputs, y)
@@ -135,19 +136,19 @@ class BaseModel:
                 loss = loss * (y.shape[0] / total)
             self.scaler.scale(loss).backward()
             losses.append(loss.detach())
-            predicted.append(self.predictions(outputs))  # integer results: no autograd graph to detach
-        loss, predicted = (losses[0], predicted[0]) if len(batches) == 1 else (sum(losses), torch.cat(predicted))
+            kept.append(outputs.detach())
+        loss, outputs = (losses[0], kept[0]) if len(batches) == 1 else (sum(losses), torch.cat(kept))
         if self.skip_nonfinite and not torch.isfinite(loss):  # reads the loss back: a sync, in this mode only
             self.skipped_steps += 1
             for buffer, saved in zip(self.network.buffers(), buffers, strict=True):
                 buffer.copy_(saved)
-            return torch.zeros_like(loss), predicted[:0], 0
+            return torch.zeros_like(loss), outputs[:0], 0
         if self.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss, predicted, total
+        return loss, outputs, total
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
