@@ -346,6 +346,21 @@ def test_run_killed_at_random_moments_ends_bitwise_as_the_uninterrupted_one(kill
     assert [s["status"] for s in meta["sessions"]] == ["died"] * (len(sessions) - 1) + ["finished"], moments
 
 
+def test_killed_between_spaced_epoch_checkpoints_ends_bitwise_as_the_uninterrupted_run(tmp_path):
+    """checkpoint.min_interval_s skips epoch ends, a best epoch waits in memory for the next checkpoint, kills
+    land in between (one inside a write): the rerun still ends as a run that checkpointed every epoch,
+    best_model.pt included (it is written before the checkpoint that follows its epoch)."""
+    args = ("--device=cpu", "--num_epochs=12", "--optimizer.lr=1.0")  # lr 1.0: the best epoch is not the last
+    reference = tmp_path / "reference"
+    train("iris", reference, *args, "--checkpoint.min_interval_s=0")
+    valid_losses = [float(row["valid_loss"]) for row in read_history(reference)]
+    assert valid_losses.index(min(valid_losses)) + 1 < 12, "the test needs a best epoch before the last"
+    results = tmp_path / "results"
+    command = ("iris", results, *args, "--checkpoint.min_interval_s=0.05")
+    killed = kill_and_resume(tmp_path, command, [(10, True), (40, False)])
+    assert_same_run(results, reference, describe(killed["sessions"]))
+
+
 # -- corrupted checkpoints --------------------------------------------------------------------------------
 
 

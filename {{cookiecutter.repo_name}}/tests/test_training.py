@@ -265,15 +265,53 @@ def test_history_rows_after_the_last_checkpoint_are_dropped(run_train, copy_of):
     assert read_history(results)[:EPOCHS] == rows, "the rows of the checkpointed epochs are kept as they were"
 
 
+def test_epochs_shorter_than_min_interval_share_a_checkpoint_and_best_model_pt_stays_exact(run_train, tmp_path):
+    """checkpoint.min_interval_s skips epoch-end checkpoints, not results: the run ends with the same
+    history, model.pt and best_model.pt as one that checkpoints every epoch, though its best epoch was
+    never checkpointed."""
+    args = ("--num_epochs=12", "--optimizer.lr=1.0")  # lr 1.0: the best validation loss is not the last epoch's
+    every, spaced = tmp_path / "every", tmp_path / "spaced"
+    run_train("iris", every, *args, "--checkpoint.min_interval_s=0")
+    run_train("iris", spaced, *args, "--checkpoint.min_interval_s=3600")
+
+    def untimed(results: Path) -> list[dict]:
+        return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "time")} for row in read_history(results)]
+
+    def weights(path: Path) -> dict:
+        return torch.load(path, weights_only=True)
+
+    last_step = read_json(spaced / "loop_state.json")["global_step"]
+    steps_per_epoch = last_step // 12
+    assert [p.name for p in (spaced / "checkpoints").glob("step_*")] == [f"step_{last_step:09d}"]
+    every_steps = sorted(p.name for p in (every / "checkpoints").glob("step_*"))
+    assert every_steps == [f"step_{last_step - steps_per_epoch:09d}", f"step_{last_step:09d}"]
+    history = untimed(spaced)
+    assert history == untimed(every)
+    valid_losses = [float(row["valid_loss"]) for row in history]
+    assert valid_losses.index(min(valid_losses)) + 1 < 12, "the test needs a best epoch that was not checkpointed"
+    for name in ("model.pt", "best_model.pt"):
+        mine, theirs = weights(spaced / name), weights(every / name)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    best, last = weights(spaced / "best_model.pt"), weights(spaced / "model.pt")
+    assert not all(torch.equal(best[k], last[k]) for k in best), "best_model.pt holds another epoch than model.pt"
+
+
 def kill_then_resume(folder: Path) -> dict:
-    """Start a long run, SIGKILL it once two epochs are logged, then run the same command again."""
+    """Start a long run, SIGKILL it once two epochs are logged and a checkpoint is written, then rerun it.
+
+    (Iris epochs take milliseconds: checkpoint.min_interval_s spaces their checkpoints a second apart.)
+    """
     results = folder / "results"
     args = ("iris", results, "--num_epochs=400")
     with open(folder / "killed_output.txt", "w") as out:
         process = start_script("bin/train.py", *args, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + TIMEOUT_S
-            while not (results / "history.csv").is_file() or len(read_history(results)) < 2:
+            while not (
+                (results / "history.csv").is_file()
+                and len(read_history(results)) >= 2
+                and list((results / "checkpoints").glob("step_*"))
+            ):
                 assert process.poll() is None, (folder / "killed_output.txt").read_text()
                 assert time.monotonic() < deadline, "no epoch finished in time"
                 time.sleep(0.02)

@@ -46,6 +46,7 @@ class OptimizerConfig:
 class CheckpointConfig:
     every_steps: int = 0  # also checkpoint every N optimisation steps inside an epoch (0: off)
     every_minutes: float = 10.0  # ... and once this long has passed since the last checkpoint (0: off)
+    min_interval_s: float = 1.0  # epoch ends: skip the checkpoint if the last is younger (0: every epoch)
     keep: int = 2  # newest checkpoints kept in RESULTS_DIR/checkpoints
 
 
@@ -104,6 +105,7 @@ RESUMABLE_CHANGES = (
     "data.num_workers",
     "checkpoint.every_steps",
     "checkpoint.every_minutes",
+    "checkpoint.min_interval_s",
     "checkpoint.keep",
     "log_every_steps",
 )
@@ -135,7 +137,7 @@ def check(cfg) -> None:
         )
     minimum = {
         "num_epochs": 0, "batch_size": 1, "checkpoint.keep": 1, "checkpoint.every_steps": 0,
-        "checkpoint.every_minutes": 0, "log_every_steps": 1, "grad_accum_steps": 1, "grad_clip_norm": 0,
+        "checkpoint.every_minutes": 0, "checkpoint.min_interval_s": 0, "log_every_steps": 1, "grad_accum_steps": 1, "grad_clip_norm": 0,
         "early_stopping_patience": 0, "data.num_workers": 0,
     }  # fmt: skip
     for key, low in minimum.items():

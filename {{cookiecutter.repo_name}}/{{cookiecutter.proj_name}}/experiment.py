@@ -101,6 +101,7 @@ def trainer_options(cfg: DictConfig) -> TrainerOptions:
         grad_accum_steps=cfg.grad_accum_steps,
         checkpoint_every_steps=cfg.checkpoint.every_steps,
         checkpoint_every_minutes=cfg.checkpoint.every_minutes,
+        checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
         keep_checkpoints=cfg.checkpoint.keep,
         log_every_steps=cfg.log_every_steps,
         early_stopping_patience=cfg.early_stopping_patience,

@@ -211,6 +211,16 @@ def save_checkpoint(
     return final
 
 
+def save_weights(path: Path, weights: dict) -> None:
+    """Write a weights file (best_model.pt between checkpoints) atomically; ``CheckpointWriteError`` on failure."""
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise CheckpointWriteError(f"could not write {Path(path).name}: {err}") from err
+
+
 def publish_checkpoint(folder: Path, loop_state: dict) -> None:
     """Point ``RESULTS_DIR/model.pt`` and ``loop_state.json`` at checkpoint ``folder``."""
     results_dir = folder.parent.parent

@@ -75,6 +75,7 @@ class TrainerOptions:
     grad_accum_steps: int = 1  # batches per optimisation step
     checkpoint_every_steps: int = 0  # also checkpoint every N steps inside an epoch (0: off)
     checkpoint_every_minutes: float = 10.0  # ... and when this long has passed since the last one (0: off)
+    checkpoint_min_interval_s: float = 1.0  # skip epoch-end checkpoints younger than this (not the last epoch's)
     keep_checkpoints: int = 2
     log_every_steps: int = 50  # read the loss back and log it every N steps
     early_stopping_patience: int = 0  # stop after N epochs without a better valid_loss (0: off)
@@ -128,6 +129,9 @@ class Trainer:
         self._writers: list = []  # TensorBoard writers while fit() runs: per epoch, per step
         self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
         self._saved_step = -1  # global step of the newest checkpoint handed to the writer (or loaded)
+        # A CPU copy of the best epoch's weights while no checkpoint holds them (its epoch end was skipped):
+        # the next checkpoint writes it to best_model.pt.
+        self._best_weights: dict[str, torch.Tensor] | None = None
         self._last_save = time.monotonic()
         self._epoch_start = time.perf_counter()
 
@@ -226,20 +230,26 @@ class Trainer:
         where = f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}"
         self._check_finite(self.meters["loss"].item(), where)
         weights, tensors, loop = self.state_dict()  # loop: plain values, built afresh; the tensors are live
-        floats = [t for t in weights.values() if t.is_floating_point()]
-        if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
-            raise NonFiniteLoss(f"the weights hold NaN or Inf at step {self.global_step}; no checkpoint was written")
+        _check_finite_weights(weights, self.global_step)
         weights, tensors = checkpoint.cpu_copy(weights), checkpoint.cpu_copy(tensors)
-        write = functools.partial(self._write_checkpoint, weights, tensors, loop, best=self._at_best_epoch())
+        best = self._at_best_epoch()
+        best_weights = None if best else self._best_weights  # an earlier best that no checkpoint holds
+        write = functools.partial(self._write_checkpoint, weights, tensors, loop, best, best_weights)
         self._disk.submit(write, checkpoint=True)
+        self._best_weights = None
         self._saved_step, self._last_save = self.global_step, time.monotonic()
 
     def wait_for_disk(self) -> None:
         """Block until every history row and checkpoint handed to the background writer is on disk."""
         self._disk.wait()
 
-    def _write_checkpoint(self, weights: dict, tensors: dict, loop: dict, best: bool) -> None:
+    def _write_checkpoint(
+        self, weights: dict, tensors: dict, loop: dict, best: bool, best_weights: dict | None
+    ) -> None:
         """In the background writer: flush TensorBoard, write and publish the checkpoint.
+
+        ``best_weights`` (an earlier best epoch's) go to best_model.pt first: a
+        checkpoint on disk then always has its best epoch's weights there too.
 
         No tensor operations here: one from a second thread starts a second
         OpenMP thread team, which fights the training's for the cores (epochs
@@ -247,6 +257,8 @@ class Trainer:
         """
         for writer in self._writers:
             writer.flush()  # TensorBoard must hold everything up to this checkpoint (see purge_step)
+        if best_weights is not None:
+            checkpoint.save_weights(self.results.path / "best_model.pt", best_weights)
         step = loop["global_step"]
         saved = checkpoint.save_checkpoint(
             self.results.path, step, weights, tensors, loop, self.options.keep_checkpoints
@@ -310,6 +322,7 @@ class Trainer:
                 return self.stop.name
             self._end_epoch(self.epoch + 1)
             if self.stop.requested and self.epoch < self.options.num_epochs:
+                self.save()  # the signal may have come after the epoch end skipped its checkpoint
                 return self.stop.name
         return None
 
@@ -363,6 +376,18 @@ class Trainer:
             bar.close()
         return True
 
+    def _epoch_checkpoint_due(self) -> bool:
+        """Checkpoint this epoch end?  Yes at the end of the run, after a stop signal and when every_steps or
+        every_minutes says so; otherwise only once checkpoint_min_interval_s has passed since the last checkpoint.
+
+        Epochs of milliseconds (Iris: 6 steps) would otherwise spend more time
+        copying and writing checkpoints than training.  A crash then repeats at
+        most that many seconds of training, and the resumed run is still exact.
+        """
+        if self.epoch >= self.options.num_epochs or self.stopped_early or self.stop.requested or self._checkpoint_due():
+            return True
+        return time.monotonic() - self._last_save >= self.options.checkpoint_min_interval_s
+
     def _checkpoint_due(self) -> bool:
         every_steps, every_minutes = self.options.checkpoint_every_steps, self.options.checkpoint_every_minutes
         if every_steps and self.global_step % every_steps == 0:
@@ -413,7 +438,12 @@ class Trainer:
         for key, value in row.items():
             if key != "epoch" and isinstance(value, (float, int)):
                 self._writers[0].add_scalar(key, value, epoch)
-        self.save()
+        if self._epoch_checkpoint_due():
+            self.save()
+        elif self._at_best_epoch():  # best_model.pt must get these weights, though no checkpoint does yet
+            weights = self.model.network.state_dict()
+            _check_finite_weights(weights, self.global_step)
+            self._best_weights = checkpoint.cpu_copy(weights)
         print(_summary(row, self.options.num_epochs))
         if self.stopped_early:
             print(f"Early stopping: valid_loss has not improved for {patience} epochs (best: epoch {self.best_epoch})")
@@ -446,6 +476,13 @@ def evaluate(model: TrainingModel, data: Batches, prefix: str = "") -> dict[str,
         loss_sum += step_loss
         correct += step_correct
     return {f"{prefix}loss": loss_sum.item() / data.num_samples, f"{prefix}acc": correct.item() / data.num_samples}
+
+
+def _check_finite_weights(weights: dict[str, torch.Tensor], step: int) -> None:
+    """Raise NonFiniteLoss if a floating-point weight holds NaN or Inf (one read-back for all of them)."""
+    floats = [t for t in weights.values() if t.is_floating_point()]
+    if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
+        raise NonFiniteLoss(f"the weights hold NaN or Inf at step {step}; no checkpoint was written")
 
 
 def _first_line(err: BaseException) -> str:
