@@ -245,7 +245,9 @@ def run_trainer(project: Project, cfg, work_dir: Path) -> TrainerRun:
     features = {
         "history_rows": len(history),
         "tensorboard_files": len(list(results.path.rglob("events.out.tfevents.*"))),
-        "checkpoints": len(list((results.path / "checkpoints").glob("step_*"))),
+        # The kept checkpoints (the newest checkpoint.keep) must be those of the last epoch ends.
+        "checkpoint_steps": sorted(int(p.name.split("_")[1]) for p in (results.path / "checkpoints").glob("step_*")),
+        "last_epoch_end_steps": [len(trainer.train) * e for e in range(1, cfg.num_epochs + 1)][-cfg.checkpoint.keep :],
         "stdout_txt_bytes": (results.path / "stdout.txt").stat().st_size,
         "progress_bar_chars": terminal.chars,
     }
@@ -268,7 +270,7 @@ def features_on(run: TrainerRun, epochs: int) -> str | None:
         for name, ok in (
             ("history.csv rows", f["history_rows"] == epochs),
             ("TensorBoard events", f["tensorboard_files"] >= 1),
-            ("checkpoints", f["checkpoints"] >= 1),
+            ("a checkpoint at each of the last epoch ends", f["checkpoint_steps"] == f["last_epoch_end_steps"]),
             ("stdout.txt", f["stdout_txt_bytes"] > 0),
             ("progress bar", f["progress_bar_chars"] > 0),
         )
