@@ -61,7 +61,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -94,12 +94,16 @@ def _write_synced(path: Path, data: bytes | memoryview) -> None:
         os.fsync(f.fileno())
 
 
-def _save_tensors(obj: Any, path: Path) -> None:
+def _tensor_bytes(obj: Any) -> memoryview:
     # Serialise in memory first: a full disk then fails in f.write with a plain OSError (ENOSPC),
     # not somewhere inside torch's zip writer.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    _write_synced(path, buffer.getbuffer())
+    return buffer.getbuffer()
+
+
+def _save_tensors(obj: Any, path: Path) -> None:
+    _write_synced(path, _tensor_bytes(obj))
 
 
 def load_tensors(path: Path, device: torch.device | str = "cpu") -> Any:
@@ -213,10 +217,9 @@ def save_checkpoint(
 
 def save_weights(path: Path, weights: dict) -> None:
     """Write a weights file (best_model.pt between checkpoints) atomically; ``CheckpointWriteError`` on failure."""
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
+    data = _tensor_bytes(weights)
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, data)
     except OSError as err:
         raise CheckpointWriteError(f"could not write {Path(path).name}: {err}") from err
 
