@@ -61,21 +61,28 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one."""
+def atomic_write_bytes(path: Path, data: bytes | memoryview, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one.
+
+    ``durable``: also fsync the file and its folder, so the new file survives a
+    power cut.  Leave it off only for copies that can be made again (two fsyncs
+    cost more than the rest of a small checkpoint).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -146,12 +153,18 @@ def capture_rng(device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
     others would start CUDA on each of them, or fail on a machine with fewer).
     """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64))}
+    version, state, gauss = random.getstate()
+    # The two 625-number generator states are tensors, not JSON: loop_state.json stays short enough to read,
+    # and writing it costs microseconds (JSON with indentation is encoded in pure Python).
+    tensors: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "python": torch.from_numpy(np.array(state, dtype=np.int64)),
+    }
     if device.type == "cuda":
         tensors["cuda"] = torch.cuda.get_rng_state(device)
-    version, state, gauss = random.getstate()
     plain = {
-        "python": [version, list(state), gauss],
+        "python": {"version": version, "gauss_next": gauss},
         "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
     }
     return tensors, plain
@@ -171,8 +184,8 @@ def restore_rng(tensors: dict[str, Any], plain: dict[str, Any], device: torch.de
             np_state["cached_gaussian"],
         )
     )
-    version, state, gauss = plain["python"]
-    random.setstate((version, tuple(state), gauss))
+    python = plain["python"]
+    random.setstate((python["version"], tuple(tensors["python"].tolist()), python["gauss_next"]))
 
 
 def save_checkpoint(
@@ -225,10 +238,16 @@ def save_weights(path: Path, weights: dict) -> None:
 
 
 def publish_checkpoint(folder: Path, loop_state: dict) -> None:
-    """Point ``RESULTS_DIR/model.pt`` and ``loop_state.json`` at checkpoint ``folder``."""
+    """Point ``RESULTS_DIR/model.pt`` and ``loop_state.json`` at checkpoint ``folder``.
+
+    Not fsynced: both are copies of the durable checkpoint, and resuming
+    publishes them again, so a power cut can leave them one checkpoint behind
+    only until the run is resumed.
+    """
     results_dir = folder.parent.parent
     publish(folder / "model.pt", results_dir / "model.pt")
-    atomic_write_json(results_dir / "loop_state.json", {**loop_state, "checkpoint": f"{CHECKPOINTS}/{folder.name}"})
+    loop_state = {**loop_state, "checkpoint": f"{CHECKPOINTS}/{folder.name}"}
+    atomic_write_bytes(results_dir / "loop_state.json", json_bytes(loop_state), durable=False)
 
 
 def remove_leftovers(results_dir: Path) -> list[Path]:
