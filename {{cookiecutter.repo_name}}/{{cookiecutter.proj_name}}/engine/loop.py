@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -356,45 +356,59 @@ class Trainer:
             self.meters["loss"].zero_()
             self.meters["correct"].zero_()
             self.samples = 0
-        n_batches, accum = len(self.train), self.options.grad_accum_steps
+        n_batches = len(self.train)
         bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {epoch}/{self.options.num_epochs}",
                    file=self.results.terminal, leave=False, disable=None, mininterval=0.5)  # fmt: skip
-        record = _SampleRecord(self, epoch) if faults.get("record_samples") else None
-        nan_step = faults.get("nan_at_step")  # looked up once: the loop below is the hot path
-        group: list[Batch] = []
+        # The loop below runs once per step: on a small model a step takes a few hundred microseconds and
+        # every lookup in it counts, so what it needs is looked up once here.
+        train_step, loss_sum, log_every = self.model.train_step, self.meters["loss"], self.options.log_every_steps
         try:
-            for index, batch in enumerate(self.train.epoch(epoch, self.batch), start=self.batch):
-                group.append(batch)
-                if len(group) < accum and index + 1 < n_batches:
-                    continue
-                if nan_step == self.global_step + 1:
-                    group = [(torch.full_like(x, math.nan), y) for x, y in group]
-                if record:
-                    record.write(self.batch, len(group))
-                loss, outputs, count = self.model.train_step(group)
-                self.meters["loss"].add_(loss, alpha=count)  # mean loss x samples, in one operation
-                if count:
+            for group in self._step_groups(epoch):
+                loss, outputs, count = train_step(group)
+                loss_sum.add_(loss, alpha=count)  # mean loss x samples, in one operation
+                if count:  # kept for the count of correct predictions, made once per log interval
                     self._outputs.append(outputs)
-                    self._targets += [y for _, y in group]
+                    self._targets.extend([y for _, y in group] if len(group) > 1 else [group[0][1]])
                     self._kept_elements += outputs.numel()
                     if self._kept_elements >= MAX_KEPT_ELEMENTS:  # e.g. a huge log_every_steps, many classes
                         self._count_correct()
                 self.samples += count
                 self.interval_samples += count
-                self.batch, self.global_step = index + 1, self.global_step + 1
+                self.batch += len(group)
+                self.global_step += 1
                 bar.update(len(group))
-                group = []
-                if self.global_step % self.options.log_every_steps == 0:
+                if self.global_step % log_every == 0:
                     self._log_steps(bar)
                 if self.batch < n_batches:  # at the last batch, the epoch-end checkpoint follows anyway
                     if self._checkpoint_due():
                         self.save()
-                    if self.stop.requested:
+                    if self.stop.signum is not None:  # StopFlag.requested, without a property call per step
                         self.save()
                         return False
         finally:
             bar.close()
         return True
+
+    def _step_groups(self, epoch: int) -> Iterator[list[Batch]]:
+        """The batches of each optimisation step of ``epoch`` from batch ``self.batch`` on.
+
+        One batch per step, or ``grad_accum_steps`` of them (fewer in the
+        epoch's last step).  The test faults (``faults.py``) act here.
+        """
+        accum, n_batches = self.options.grad_accum_steps, len(self.train)
+        record = _SampleRecord(self, epoch) if faults.get("record_samples") else None
+        nan_step = faults.get("nan_at_step")
+        group: list[Batch] = []
+        for index, batch in enumerate(self.train.epoch(epoch, self.batch), start=self.batch):
+            group.append(batch)
+            if len(group) < accum and index + 1 < n_batches:
+                continue
+            if nan_step == self.global_step + 1:
+                group = [(torch.full_like(x, math.nan), y) for x, y in group]
+            if record:
+                record.write(self.batch, len(group))
+            yield group
+            group = []
 
     def _epoch_checkpoint_due(self) -> bool:
         """Checkpoint this epoch end?  Yes at the end of the run, after a stop signal and when every_steps or
