@@ -14,8 +14,9 @@ checkpoint computes exactly the same numbers as one that was never stopped.
 
 Nothing is read back from the device inside a step: sums stay on the device and
 are read once per ``log_every_steps`` steps, at checkpoints and at epoch ends.
-Steps do not wait for the disk either: history rows and checkpoints are written
-by a background thread (``writer.py``) from a copy of the state.
+Steps do not wait for the disk either: history rows, TensorBoard events
+(``scalars.py``) and checkpoints are written by a background thread
+(``writer.py``) from a copy of the state.
 
 Note that the loop is never given the test set: test metrics come from
 ``bin/evaluate.py``, an explicit, separate step.
@@ -23,6 +24,7 @@ Note that the loop is never given the test set: test metrics come from
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import math
@@ -37,12 +39,13 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, faults
 from .results import ResultsDir
+from .scalars import ScalarLog
 from .signals import StopFlag
 from .writer import BackgroundWriter
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 # Training outputs kept for the deferred count of correct predictions: at most this many elements
-# (4 MB in fp32), so that many classes or a huge log_every_steps cannot fill the device's memory.
+# (4 MB in fp32), so that many classes or a long epoch cannot fill the device's memory.
 MAX_KEPT_ELEMENTS = 2**20
 
 
@@ -121,12 +124,13 @@ class Trainer:
         # Running sums of the current epoch (and of the current log interval), kept on the device.
         self.meters = self._zero_meters()
         self.samples = self.interval_samples = 0
-        # Outputs and targets of the steps since the last count of correct predictions: counting them once per
-        # log interval costs six operations instead of three per step (see _count_correct).
+        # Outputs and targets of the steps since the last count of correct predictions: counting them at
+        # checkpoints, at epoch ends and every MAX_KEPT_ELEMENTS costs a few operations per epoch instead of
+        # three per step (see _count_correct).
         self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self._kept_elements = 0  # elements in self._outputs
-        self._writers: list = []  # TensorBoard writers while fit() runs: per epoch, per step
+        self._scalars: ScalarLog | None = None  # TensorBoard scalars while fit() runs (x axis: epochs, steps)
         self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
         self._saved_step = -1  # global step of the newest checkpoint handed to the writer (or loaded)
         # A CPU copy of the best epoch's weights while no checkpoint holds them (its epoch end was skipped):
@@ -246,9 +250,16 @@ class Trainer:
         return functools.partial(self._write_checkpoint, weights, tensors, loop, best, best_weights)
 
     def _hand_over(self, write: Callable[[], None]) -> None:
-        """Give a captured checkpoint to the background writer."""
+        """Give a captured checkpoint to the background writer, after the TensorBoard scalars it covers."""
+        self._hand_over_scalars()
         self._disk.submit(write, checkpoint=True)
         self._saved_step, self._last_save = self.global_step, time.monotonic()
+
+    def _hand_over_scalars(self) -> None:
+        """Give the TensorBoard scalars noted so far to the background writer."""
+        write = self._scalars.take()
+        if write is not None:
+            self._disk.submit(write)
 
     def wait_for_disk(self) -> None:
         """Block until every history row and checkpoint handed to the background writer is on disk."""
@@ -266,7 +277,7 @@ class Trainer:
     def _write_checkpoint(
         self, weights: dict, tensors: dict, loop: dict, best: bool, best_weights: dict | None
     ) -> None:
-        """In the background writer: flush TensorBoard, write and publish the checkpoint.
+        """In the background writer: flush TensorBoard and history.csv, write and publish the checkpoint.
 
         ``best_weights`` (an earlier best epoch's) go to best_model.pt first: a
         checkpoint on disk then always has its best epoch's weights there too.
@@ -275,8 +286,8 @@ class Trainer:
         OpenMP thread team, which fights the training's for the cores (epochs
         of an MLP on CIFAR-10-sized images were 35% slower on 2 cores).
         """
-        for writer in self._writers:
-            writer.flush()  # TensorBoard must hold everything up to this checkpoint (see purge_step)
+        self._scalars.flush()  # TensorBoard must hold everything up to this checkpoint (see ScalarLog.purge_steps)
+        self.results.sync_history()  # ... and history.csv, durably: resume cannot write lost rows again
         if best_weights is not None:
             checkpoint.save_weights(self.results.path / "best_model.pt", best_weights)
         step = loop["global_step"]
@@ -313,28 +324,28 @@ class Trainer:
             print(f"Nothing to do: {self.epoch} of {self.options.num_epochs} epochs are done"
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
             return None
-        from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
-
-        # purge_step hides events that a killed run wrote after the checkpoint we resume from.
-        # Epoch scalars (x = epoch) and step scalars (x = step) need separate event folders for that.
-        self._writers = [
-            SummaryWriter(str(self.results.path), purge_step=self.epoch + 1),
-            SummaryWriter(str(self.results.path / "steps"), purge_step=self.global_step + 1),
-        ]  # fmt: skip
+        # Epoch scalars (x = epoch) and step scalars (x = step) need separate event folders: each folder's
+        # purge step hides the events that a killed run wrote after the checkpoint we resume from.
+        self._scalars = ScalarLog(
+            folders={"epochs": self.results.path, "steps": self.results.path / "steps"},
+            purge_steps={"epochs": self.epoch + 1, "steps": self.global_step + 1},
+        )
         try:
             stopped_by = self._run_epochs()
             self._disk.wait()  # every file of the run is on disk before fit returns (raises a failed write's error)
             return stopped_by
         except BaseException as err:
-            # After an error, what was handed over before it is still written. After a second Ctrl-C
-            # (KeyboardInterrupt), only the write in progress is finished: the newest complete checkpoint stays.
+            # After an error, what was handed over before it is still written, and the curves up to the error
+            # (they may show its cause). After a second Ctrl-C (KeyboardInterrupt), only the write in progress
+            # is finished: the newest complete checkpoint stays.
+            if isinstance(err, Exception):
+                with contextlib.suppress(Exception):  # e.g. the writer failed: the error below says so
+                    self._hand_over_scalars()
             self._disk.close(abandon=not isinstance(err, Exception), in_flight=err)
             raise
         finally:
             self._disk.close()
-            for writer in self._writers:
-                writer.close()
-            self._writers = []
+            self._scalars.close()
 
     def _run_epochs(self) -> str | None:
         while self.epoch < self.options.num_epochs and not self.stopped_early:
@@ -366,11 +377,11 @@ class Trainer:
             for group in self._step_groups(epoch):
                 loss, outputs, count = train_step(group)
                 loss_sum.add_(loss, alpha=count)  # mean loss x samples, in one operation
-                if count:  # kept for the count of correct predictions, made once per log interval
+                if count:  # kept for the deferred count of correct predictions
                     self._outputs.append(outputs)
                     self._targets.extend([y for _, y in group] if len(group) > 1 else [group[0][1]])
                     self._kept_elements += outputs.numel()
-                    if self._kept_elements >= MAX_KEPT_ELEMENTS:  # e.g. a huge log_every_steps, many classes
+                    if self._kept_elements >= MAX_KEPT_ELEMENTS:  # a long epoch, many classes
                         self._count_correct()
                 self.samples += count
                 self.interval_samples += count
@@ -437,11 +448,12 @@ class Trainer:
 
     def _log_steps(self, bar: tqdm) -> None:
         """Read the interval's mean loss back from the device (the only sync between epoch ends) and log it."""
-        self._count_correct()
         value = (self.meters["loss"] - self.meters["interval_base"]).item() / max(self.interval_samples, 1)
         first = self.global_step - self.options.log_every_steps + 1
         self._check_finite(value, f"steps {first}..{self.global_step}")
-        self._writers[1].add_scalar("train_loss", value, self.global_step)
+        self._scalars.add("steps", "train_loss", value, self.global_step)
+        if self._scalars.overdue():  # a long epoch: its curve must move before the epoch ends
+            self._hand_over_scalars()
         bar.set_postfix(loss=f"{value:.4g}", refresh=False)
         self.meters["interval_base"].copy_(self.meters["loss"])
         self.interval_samples = 0
@@ -476,7 +488,8 @@ class Trainer:
         self._disk.submit(functools.partial(self.results.append_history, row))  # before the checkpoint, in order
         for key, value in row.items():
             if key != "epoch" and isinstance(value, (float, int)):
-                self._writers[0].add_scalar(key, value, epoch)  # before the checkpoint's flush of TensorBoard
+                self._scalars.add("epochs", key, value, epoch)
+        self._hand_over_scalars()
         if write is not None:
             self._hand_over(write)
         print(_summary(row, self.options.num_epochs))

@@ -195,14 +195,23 @@ class ResultsDir:
         return self.path / "history.csv"
 
     def append_history(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row; it survives a power cut once ``sync_history`` has run."""
         new = not self.history_path.exists() or self.history_path.stat().st_size == 0
         with open(self.history_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
             if new:
                 writer.writeheader()
             writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the checkpoint that covers this epoch
+
+    def sync_history(self) -> None:
+        """fsync history.csv: the trainer calls it before each checkpoint, which must not outlive its rows.
+
+        Once per checkpoint, not per row: rows written after the newest
+        checkpoint are dropped on resume anyway.
+        """
+        if self.history_path.exists():
+            with open(self.history_path, "ab") as f:
+                os.fsync(f.fileno())
 
     def truncate_history(self, last_epoch: int) -> None:
         """Drop rows after ``last_epoch`` (written after the checkpoint we resume from)."""

@@ -120,8 +120,8 @@ class BaseModel:
 
         Returns the mean loss and the network's outputs for the step's samples
         (detached device tensors, not read back), and the number of samples the
-        step counted (0 if it was skipped).  The loop turns the outputs into
-        ``predictions`` once per log interval: one argmax over many steps costs
+        step counted (0 if it was skipped).  The loop turns the outputs of many
+        steps into ``predictions`` at once: one argmax over many steps costs
         less than one per step.
         """
         self.optimizer.zero_grad(set_to_none=True)
