@@ -130,7 +130,7 @@ class Trainer:
         self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self._kept_elements = 0  # elements in self._outputs
-        self._scalars: ScalarLog | None = None  # TensorBoard scalars while fit() runs (x axis: epochs, steps)
+        self._scalars = self._scalar_log()  # TensorBoard scalars; fit() starts a new log from the resumed position
         self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
         self._saved_step = -1  # global step of the newest checkpoint handed to the writer (or loaded)
         # A CPU copy of the best epoch's weights while no checkpoint holds them (its epoch end was skipped):
@@ -324,12 +324,7 @@ class Trainer:
             print(f"Nothing to do: {self.epoch} of {self.options.num_epochs} epochs are done"
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
             return None
-        # Epoch scalars (x = epoch) and step scalars (x = step) need separate event folders: each folder's
-        # purge step hides the events that a killed run wrote after the checkpoint we resume from.
-        self._scalars = ScalarLog(
-            folders={"epochs": self.results.path, "steps": self.results.path / "steps"},
-            purge_steps={"epochs": self.epoch + 1, "steps": self.global_step + 1},
-        )
+        self._scalars = self._scalar_log()
         try:
             stopped_by = self._run_epochs()
             self._disk.wait()  # every file of the run is on disk before fit returns (raises a failed write's error)
@@ -346,6 +341,15 @@ class Trainer:
         finally:
             self._disk.close()
             self._scalars.close()
+
+    def _scalar_log(self) -> ScalarLog:
+        """A TensorBoard log that starts at the current position."""
+        # Epoch scalars (x = epoch) and step scalars (x = step) need separate event folders: each folder's
+        # purge step hides the events that a killed run wrote after the checkpoint we resume from.
+        return ScalarLog(
+            folders={"epochs": self.results.path, "steps": self.results.path / "steps"},
+            purge_steps={"epochs": self.epoch + 1, "steps": self.global_step + 1},
+        )
 
     def _run_epochs(self) -> str | None:
         while self.epoch < self.options.num_epochs and not self.stopped_early:
