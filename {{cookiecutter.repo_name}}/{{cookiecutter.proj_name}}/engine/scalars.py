@@ -1,22 +1,28 @@
 """TensorBoard scalars: noted by the training thread, written in batches by the background writer.
 
-Each event costs torch's ``SummaryWriter`` a protobuf, a CRC computed in pure
-Python and an open-append-close of the event file, and it wakes the writer's
-own thread.  Made from the training thread, each cost a small model's training
-0.1-0.4 ms on the 2-core CI machine: 1-2% of an epoch at 15 events per epoch.
-So the training thread only notes ``(tag, value, step)``, an epoch's scalars
-become one event, and the trainer hands
-what was noted to the background writer (``take``) at every epoch end, before
-every checkpoint and whenever the oldest note is ``max_delay_s`` old, so the
-curves of a long epoch still move.
+torch's ``SummaryWriter`` hands every event to a thread of its own, which
+computes a CRC in pure Python and opens, appends to and closes the event file
+for it.  Made from the training thread, each event cost a small model's
+training 0.1-0.4 ms on the 2-core CI machine: 1-2% of an epoch at 15 events
+per epoch.  So the training thread only notes ``(tag, value, step)``; the
+trainer hands the notes to its background writer (``take``) at every epoch end,
+before every checkpoint and whenever the oldest is ``max_delay_s`` old (the
+curves of a long epoch still move); an epoch's scalars become one event, and
+each batch is one write to an event file kept open, through TensorBoard's own
+``RecordWriter`` and protocol buffers.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+_file_numbers = itertools.count()  # event file names must differ within a process, as TensorBoard's do
 
 
 class ScalarLog:
@@ -32,7 +38,7 @@ class ScalarLog:
 
     def __init__(self, folders: dict[str, Path], purge_steps: dict[str, int], max_delay_s: float = 10.0):
         self.folders, self.purge_steps, self.max_delay_s = folders, purge_steps, max_delay_s
-        self._writers: dict[str, Any] = {}  # SummaryWriters, opened by the first write (in the background writer)
+        self._writers: dict[str, Any] = {}  # RecordWriters, opened by the first write (in the background writer)
         self._noted: list[tuple[str, str, float, int]] = []  # (axis, tag, value, step), not handed over yet
         self._oldest = 0.0  # time.monotonic() of the first note in _noted
 
@@ -53,29 +59,39 @@ class ScalarLog:
         noted, self._noted = self._noted, []
         return functools.partial(self._write, noted)
 
-    def flush(self) -> None:
-        """Make the event files hold every scalar written so far (before a checkpoint: see ``purge_steps``)."""
-        for writer in self._writers.values():
-            writer.flush()
-
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
 
     def _write(self, noted: list[tuple[str, str, float, int]]) -> None:
-        """Write the noted scalars: one event per axis and x value (an epoch's row is one event, not ten)."""
-        from tensorboard.compat.proto.summary_pb2 import Summary  # what SummaryWriter.add_scalar writes
+        """Write the noted scalars: one event per axis and x value, then one flush per file."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
 
         events: dict[tuple[str, int], list] = {}
         for axis, tag, value, step in noted:
             events.setdefault((axis, step), []).append(Summary.Value(tag=tag, simple_value=value))
+        now = time.time()
         for (axis, step), values in events.items():
-            self._writer(axis).file_writer.add_summary(Summary(value=values), step)
+            self._writer(axis).write(Event(wall_time=now, step=step, summary=Summary(value=values)).SerializeToString())
+        for axis in {axis for axis, _ in events}:
+            self._writers[axis].flush()  # to the OS: TensorBoard sees the points now, and after a kill
 
     def _writer(self, axis: str):
+        """The axis's event file, opened with the events TensorBoard expects first."""
         if axis not in self._writers:
-            from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only training needs it
+            from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+            from tensorboard.summary.writer.record_writer import RecordWriter
 
-            self._writers[axis] = SummaryWriter(str(self.folders[axis]), purge_step=self.purge_steps[axis])
+            folder = Path(self.folders[axis])
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_numbers)}"
+            writer = RecordWriter(open(folder / name, "wb"))
+            step, now = self.purge_steps[axis], time.time()
+            writer.write(Event(wall_time=now, step=step, file_version="brain.Event:2").SerializeToString())
+            # TensorBoard drops the events at or after `step` that were written before this one.
+            start = SessionLog(status=SessionLog.START)
+            writer.write(Event(wall_time=now, step=step, session_log=start).SerializeToString())
+            self._writers[axis] = writer
         return self._writers[axis]
