@@ -268,9 +268,14 @@ def kill_and_resume(folder: Path, command: tuple, kills: list[tuple[int, bool]])
 
 
 def kill_at(command: tuple, target: int, during_write: bool, output: Path, old_tmp: list[str]) -> subprocess.Popen:
-    """Run ``command`` and SIGKILL it at step ``target`` (or in the first checkpoint write from there on)."""
+    """Run ``command`` and SIGKILL it at step ``target`` (or in the first checkpoint write from there on).
+
+    At step ``target`` itself the run pauses (``pause_at_step``): Iris runs end milliseconds after it, sooner
+    than a busy machine may schedule this process again.
+    """
     results = command[1]
-    faults = "record_samples=1" + (f",slow_checkpoint_s={SLOW_CHECKPOINT_S}" if during_write else "")
+    wait_in = f"slow_checkpoint_s={SLOW_CHECKPOINT_S}" if during_write else f"pause_at_step={target}"
+    faults = f"record_samples=1,{wait_in}"
 
     def moment_has_come() -> bool:
         writing = set(tmp_folders(results)) - set(old_tmp)
@@ -357,7 +362,9 @@ def test_killed_between_spaced_epoch_checkpoints_ends_bitwise_as_the_uninterrupt
     assert valid_losses.index(min(valid_losses)) + 1 < 12, "the test needs a best epoch before the last"
     results = tmp_path / "results"
     command = ("iris", results, *args, "--checkpoint.min_interval_s=0.05")
-    killed = kill_and_resume(tmp_path, command, [(10, True), (40, False)])
+    # The kill inside a write comes last: while a slow write runs, these epochs of milliseconds may go on to
+    # the end of the run, and no kill could follow it.
+    killed = kill_and_resume(tmp_path, command, [(40, False), (10, True)])
     assert_same_run(results, reference, describe(killed["sessions"]))
 
 

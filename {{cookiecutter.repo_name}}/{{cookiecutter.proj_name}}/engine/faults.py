@@ -8,6 +8,8 @@ The tests start ``bin/train.py`` as a real process with, for example,
 * ``enospc_from_step=N``   writing a checkpoint of step N or later fails with ENOSPC
 * ``slow_checkpoint_s=S``  sleep S seconds in the middle of every checkpoint write
 * ``record_samples=1``     append the sample ids of every batch to samples_<pid>.txt
+* ``pause_at_step=N``      sleep a minute before step N (after recording its samples), so that a test can
+                           SIGKILL the process there instead of racing a run that ends in milliseconds
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from __future__ import annotations
 import os
 
 ENV = "TRAINER_FAULTS"
-KNOWN = {"nan_at_step": int, "enospc_from_step": int, "slow_checkpoint_s": float, "record_samples": int}
+KNOWN = {
+    "nan_at_step": int,
+    "enospc_from_step": int,
+    "slow_checkpoint_s": float,
+    "record_samples": int,
+    "pause_at_step": int,
+}
 
 
 def _parse(text: str) -> dict[str, float]:

@@ -413,7 +413,7 @@ class Trainer:
         """
         accum, n_batches = self.options.grad_accum_steps, len(self.train)
         record = _SampleRecord(self, epoch) if faults.get("record_samples") else None
-        nan_step = faults.get("nan_at_step")
+        nan_step, pause_step = faults.get("nan_at_step"), faults.get("pause_at_step")
         group: list[Batch] = []
         for index, batch in enumerate(self.train.epoch(epoch, self.batch), start=self.batch):
             group.append(batch)
@@ -423,6 +423,8 @@ class Trainer:
                 group = [(torch.full_like(x, math.nan), y) for x, y in group]
             if record:
                 record.write(self.batch, len(group))
+            if pause_step == self.global_step + 1:
+                time.sleep(60)
             yield group
             group = []
 
