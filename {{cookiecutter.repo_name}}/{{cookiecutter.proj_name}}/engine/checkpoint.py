@@ -3,11 +3,12 @@
 A checkpoint is a folder ``checkpoints/step_<global step>/`` holding
 
 * ``model.pt``        the network's state dict,
-* ``state.pt``        every other tensor: optimizer state, torch/NumPy RNG states,
-* ``loop_state.json`` counters and plain values (epoch, step, Python RNG, ...).
+* ``state.pt``        every other tensor: optimizer state, torch/NumPy/Python RNG states,
+* ``loop_state.json`` counters and plain values (epoch, step, best metric, ...).
 
-It is written into a temporary folder, fsynced and renamed into place, so a
-folder with a final name is always complete.  Tensors are read back with
+Its files are written into a temporary folder and fsynced, and the folder is
+renamed into place (the rename synced), so a folder with a final name is
+always complete.  Tensors are read back with
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
 containers; JSON holds the rest.
 """
@@ -239,12 +240,21 @@ def save_weights(path: Path, weights: dict) -> None:
         raise CheckpointWriteError(f"could not write {Path(path).name}: {err}") from err
 
 
+def sync_published(results_dir: Path) -> None:
+    """Make the published ``loop_state.json``, ``model.pt`` and ``best_model.pt`` durable (once, when a run returns)."""
+    path = Path(results_dir) / "loop_state.json"
+    if path.exists():
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    fsync_dir(Path(results_dir))
+
+
 def publish_checkpoint(folder: Path, loop_state: dict) -> None:
     """Point ``RESULTS_DIR/model.pt`` and ``loop_state.json`` at checkpoint ``folder``.
 
-    Not fsynced: both are copies of the durable checkpoint, and resuming
-    publishes them again, so a power cut can leave them one checkpoint behind
-    only until the run is resumed.
+    Not fsynced: both are copies of the durable checkpoint; resuming
+    publishes them again and a returning run syncs them (``sync_published``).
+    A power cut in between can leave them one checkpoint behind until then.
     """
     results_dir = folder.parent.parent
     publish(folder / "model.pt", results_dir / "model.pt")

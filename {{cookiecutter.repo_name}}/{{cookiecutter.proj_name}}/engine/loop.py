@@ -24,7 +24,6 @@ Note that the loop is never given the test set: test metrics come from
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import math
@@ -131,7 +130,7 @@ class Trainer:
         self._targets: list[torch.Tensor] = []
         self._kept_elements = 0  # elements in self._outputs
         self._scalars = self._scalar_log()  # TensorBoard scalars; fit() starts a new log from the resumed position
-        self._disk = BackgroundWriter()  # history rows and checkpoints, written in order off the training thread
+        self._disk = BackgroundWriter()  # history rows, TensorBoard events and checkpoints, in order, off this thread
         self._saved_step = -1  # global step of the newest checkpoint handed to the writer (or loaded)
         # A CPU copy of the best epoch's weights while no checkpoint holds them (its epoch end was skipped):
         # the next checkpoint writes it to best_model.pt.
@@ -329,14 +328,16 @@ class Trainer:
         try:
             stopped_by = self._run_epochs()
             self._disk.wait()  # every file of the run is on disk before fit returns (raises a failed write's error)
+            checkpoint.sync_published(self.results.path)  # ... durably, the top-level copies of the last one too
             return stopped_by
         except BaseException as err:
             # After an error, what was handed over before it is still written, and the curves up to the error
             # (they may show its cause). After a second Ctrl-C (KeyboardInterrupt), only the write in progress
             # is finished: the newest complete checkpoint stays.
             if isinstance(err, Exception):
-                with contextlib.suppress(Exception):  # e.g. the writer failed: the error below says so
-                    self._hand_over_scalars()
+                write = self._scalars.take()
+                if write is not None:
+                    self._disk.submit_unless_failed(write)
             self._disk.close(abandon=not isinstance(err, Exception), in_flight=err)
             raise
         finally:
@@ -384,7 +385,7 @@ class Trainer:
                 loss_sum.add_(loss, alpha=count)  # mean loss x samples, in one operation
                 if count:  # kept for the deferred count of correct predictions
                     self._outputs.append(outputs)
-                    self._targets.extend([y for _, y in group] if len(group) > 1 else [group[0][1]])
+                    self._targets += [y for _, y in group]
                     self._kept_elements += outputs.numel()
                     if self._kept_elements >= MAX_KEPT_ELEMENTS:  # a long epoch, many classes
                         self._count_correct()
@@ -398,7 +399,7 @@ class Trainer:
                 if self.batch < n_batches:  # at the last batch, the epoch-end checkpoint follows anyway
                     if self._checkpoint_due():
                         self.save()
-                    if self.stop.signum is not None:  # StopFlag.requested, without a property call per step
+                    if self.stop.requested:
                         self.save()
                         return False
         finally:
@@ -487,7 +488,7 @@ class Trainer:
         patience = self.options.early_stopping_patience
         if patience and self.best_epoch is not None and epoch - self.best_epoch >= patience:
             self.stopped_early = True
-        # Copy the state before handing the row and the scalars to the background threads: copying while
+        # Copy the state before handing the row and the scalars to the background writer: copying while
         # they run took 5-10x longer on 2 cores (Iris).
         write = self._capture() if self._epoch_checkpoint_due() else None
         if write is None and self._at_best_epoch():  # best_model.pt needs these weights, no checkpoint has them

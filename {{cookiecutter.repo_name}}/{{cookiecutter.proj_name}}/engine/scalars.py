@@ -1,15 +1,16 @@
 """TensorBoard scalars: noted by the training thread, written in batches by the background writer.
 
 torch's ``SummaryWriter`` hands every event to a thread of its own, which
-computes a CRC in pure Python and opens, appends to and closes the event file
-for it.  Made from the training thread, each event cost a small model's
-training 0.1-0.4 ms on the 2-core CI machine: 1-2% of an epoch at 15 events
-per epoch.  So the training thread only notes ``(tag, value, step)``; the
-trainer hands the notes to its background writer (``take``) at every epoch end,
-before every checkpoint and whenever the oldest is ``max_delay_s`` old (the
-curves of a long epoch still move); an epoch's scalars become one event, and
-each batch is one write to an event file kept open, through TensorBoard's own
-``RecordWriter`` and protocol buffers.
+opens, appends to and closes the event file for it.  Made from the training
+thread, each event cost a small model's training 0.1-0.4 ms on the 2-core CI
+machine: 1-2% of an epoch at 15 events per epoch.  So the training thread only
+notes ``(tag, value, step)``; the trainer hands the notes to its background
+writer (``take``) at every epoch end, before every checkpoint and at the first
+logged step once the oldest note is ``max_delay_s`` old (the curves of a long
+epoch still move).  There an epoch's scalars become one event, and each batch
+is one write to an event file kept open, through TensorBoard's own
+``RecordWriter`` and protocol buffers (whose CRC, in pure Python, then costs
+the background writer, not the steps).
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ class ScalarLog:
     def __init__(self, folders: dict[str, Path], purge_steps: dict[str, int], max_delay_s: float = 10.0):
         self.folders, self.purge_steps, self.max_delay_s = folders, purge_steps, max_delay_s
         self._writers: dict[str, Any] = {}  # RecordWriters, opened by the first write (in the background writer)
-        self._noted: list[tuple[str, str, float, int]] = []  # (axis, tag, value, step), not handed over yet
+        self._noted: list[tuple[str, str, float, int, float]] = []  # (axis, tag, value, step, time.time())
         self._oldest = 0.0  # time.monotonic() of the first note in _noted
 
     def add(self, axis: str, tag: str, value: float, step: int) -> None:
         """Note a scalar (training thread; no disk, no TensorBoard call)."""
         if not self._noted:
             self._oldest = time.monotonic()
-        self._noted.append((axis, tag, value, step))
+        self._noted.append((axis, tag, value, step, time.time()))  # TensorBoard's wall-time axis
 
     def overdue(self) -> bool:
         """Has the oldest note waited ``max_delay_s``?"""
@@ -60,21 +61,27 @@ class ScalarLog:
         return functools.partial(self._write, noted)
 
     def close(self) -> None:
+        """Close the event files (a failed flush was already reported by the job that wrote them)."""
         for writer in self._writers.values():
-            writer.close()
+            try:
+                writer.close()
+            except OSError:
+                pass
         self._writers.clear()
 
-    def _write(self, noted: list[tuple[str, str, float, int]]) -> None:
+    def _write(self, noted: list[tuple[str, str, float, int, float]]) -> None:
         """Write the noted scalars: one event per axis and x value, then one flush per file."""
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         events: dict[tuple[str, int], list] = {}
-        for axis, tag, value, step in noted:
+        wall_times: dict[tuple[str, int], float] = {}
+        for axis, tag, value, step, wall_time in noted:
             events.setdefault((axis, step), []).append(Summary.Value(tag=tag, simple_value=value))
-        now = time.time()
+            wall_times.setdefault((axis, step), wall_time)
         for (axis, step), values in events.items():
-            self._writer(axis).write(Event(wall_time=now, step=step, summary=Summary(value=values)).SerializeToString())
+            event = Event(wall_time=wall_times[axis, step], step=step, summary=Summary(value=values))
+            self._writer(axis).write(event.SerializeToString())
         for axis in {axis for axis, _ in events}:
             self._writers[axis].flush()  # to the OS: TensorBoard sees the points now, and after a kill
 
@@ -87,7 +94,7 @@ class ScalarLog:
             folder = Path(self.folders[axis])
             folder.mkdir(parents=True, exist_ok=True)
             name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_numbers)}"
-            writer = RecordWriter(open(folder / name, "wb"))
+            writer = RecordWriter(open(folder / name, "xb"))  # "x": never truncate another process's file
             step, now = self.purge_steps[axis], time.time()
             writer.write(Event(wall_time=now, step=step, file_version="brain.Event:2").SerializeToString())
             # TensorBoard drops the events at or after `step` that were written before this one.
