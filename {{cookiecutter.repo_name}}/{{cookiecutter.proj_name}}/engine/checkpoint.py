@@ -58,6 +58,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make what was written to an existing file durable (a no-op if there is no file)."""
+    if Path(path).exists():
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -242,10 +249,7 @@ def save_weights(path: Path, weights: dict) -> None:
 
 def sync_published(results_dir: Path) -> None:
     """Make the published ``loop_state.json``, ``model.pt`` and ``best_model.pt`` durable (once, when a run returns)."""
-    path = Path(results_dir) / "loop_state.json"
-    if path.exists():
-        with open(path, "rb+") as f:
-            os.fsync(f.fileno())
+    fsync_file(Path(results_dir) / "loop_state.json")
     fsync_dir(Path(results_dir))
 
 

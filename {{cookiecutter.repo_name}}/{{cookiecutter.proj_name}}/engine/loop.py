@@ -254,10 +254,13 @@ class Trainer:
         self._disk.submit(write, checkpoint=True)
         self._saved_step, self._last_save = self.global_step, time.monotonic()
 
-    def _hand_over_scalars(self) -> None:
-        """Give the TensorBoard scalars noted so far to the background writer."""
+    def _hand_over_scalars(self, unless_failed: bool = False) -> None:
+        """Give the TensorBoard scalars noted so far to the background writer (``unless_failed``: not if a write
+        failed, and without raising that failure: ``wait`` or ``close`` reports it)."""
         write = self._scalars.take()
-        if write is not None:
+        if write is not None and unless_failed:
+            self._disk.submit_unless_failed(write)
+        elif write is not None:
             self._disk.submit(write)
 
     def wait_for_disk(self) -> None:
@@ -335,9 +338,7 @@ class Trainer:
             # (they may show its cause). After a second Ctrl-C (KeyboardInterrupt), only the write in progress
             # is finished: the newest complete checkpoint stays.
             if isinstance(err, Exception):
-                write = self._scalars.take()
-                if write is not None:
-                    self._disk.submit_unless_failed(write)
+                self._hand_over_scalars(unless_failed=True)  # raising here would hide `err`
             self._disk.close(abandon=not isinstance(err, Exception), in_flight=err)
             raise
         finally:

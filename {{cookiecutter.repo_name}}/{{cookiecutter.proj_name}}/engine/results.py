@@ -16,7 +16,6 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import platform
 import shutil
 import socket
@@ -27,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, list_checkpoints
+from .checkpoint import atomic_write_bytes, atomic_write_json, fsync_file, list_checkpoints
 from .cli import ConfigError, config_diff
 
 STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
@@ -209,9 +208,7 @@ class ResultsDir:
         Once per checkpoint, not per row: rows written after the newest
         checkpoint are dropped on resume anyway.
         """
-        if self.history_path.exists():
-            with open(self.history_path, "ab") as f:
-                os.fsync(f.fileno())
+        fsync_file(self.history_path)
 
     def truncate_history(self, last_epoch: int) -> None:
         """Drop rows after ``last_epoch`` (written after the checkpoint we resume from)."""

@@ -74,13 +74,11 @@ class ScalarLog:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        events: dict[tuple[str, int], list] = {}
-        wall_times: dict[tuple[str, int], float] = {}
+        events: dict[tuple[str, int], tuple[float, list]] = {}  # (axis, step) -> (first note's time, values)
         for axis, tag, value, step, wall_time in noted:
-            events.setdefault((axis, step), []).append(Summary.Value(tag=tag, simple_value=value))
-            wall_times.setdefault((axis, step), wall_time)
-        for (axis, step), values in events.items():
-            event = Event(wall_time=wall_times[axis, step], step=step, summary=Summary(value=values))
+            events.setdefault((axis, step), (wall_time, []))[1].append(Summary.Value(tag=tag, simple_value=value))
+        for (axis, step), (wall_time, values) in events.items():
+            event = Event(wall_time=wall_time, step=step, summary=Summary(value=values))
             self._writer(axis).write(event.SerializeToString())
         for axis in {axis for axis, _ in events}:
             self._writers[axis].flush()  # to the OS: TensorBoard sees the points now, and after a kill
