@@ -448,6 +448,14 @@ def estimated_cifar10_epoch(bench: Bench, steps: int) -> tuple[object, float, di
     return trainer, estimate, notes
 
 
+def checkpoint_row(row_id: str, title: str, a: Side, b: Side, passed: bool, detail: str, notes: dict) -> Row:
+    """A checkpoint row: checkpoint time over epoch time, <= 2% (one measurement per side, so not paired)."""
+    return Row(
+        row_id, title, a, b, target_op="<=", target=0.02, check_passed=passed, check_detail=detail, paired=False,
+        notes=notes,
+    )  # fmt: skip
+
+
 def checkpoint_rows(bench: Bench) -> list[Row]:
     s = bench.settings
     saves = 3 * s.checkpoint_steps if s.repeats > 1 else 1
@@ -458,33 +466,27 @@ def checkpoint_rows(bench: Bench) -> list[Row]:
     times, written, same = time_saves(bench.project, trainer, saves)
     notes["written_s"] = round(statistics.median(written), 5)
     rows.append(
-        Row(
+        checkpoint_row(
             "checkpoint/cnn32",
             "checkpoint vs epoch: cifar10 config (cnn, n_filters=32), full CIFAR-10 epoch",
             Side("Trainer.save(), training thread", "s", times),
             Side("epoch (estimated, see notes)", "s", [estimate]),
-            target_op="<=",
-            target=0.02,
-            check_passed=same and math.isfinite(estimate),
-            check_detail=f"the timed checkpoint {'reads back equal to' if same else 'DIFFERS from'} the network",
+            passed=same and math.isfinite(estimate),
+            detail=f"the timed checkpoint {'reads back equal to' if same else 'DIFFERS from'} the network",
             notes=notes,
-            paired=False,
         )
     )
     print("  mlp: training, then checkpoints")
     trainer, epoch_times = fitted_trainer(bench, bench.mlp_config())
     times, written, same = time_saves(bench.project, trainer, saves)
     rows.append(
-        Row(
+        checkpoint_row(
             "checkpoint/mlp",
             f"checkpoint vs epoch: mlp (iris config) on the synthetic table, {s.mlp_samples} rows",
             Side("Trainer.save(), training thread", "s", times),
             Side("epoch (epoch_time_s of history.csv)", "s", epoch_times),
-            target_op="<=",
-            target=0.02,
-            check_passed=same and all(map(math.isfinite, epoch_times)),
-            check_detail=f"the timed checkpoint {'reads back equal to' if same else 'DIFFERS from'} the network",
-            paired=False,
+            passed=same and all(map(math.isfinite, epoch_times)),
+            detail=f"the timed checkpoint {'reads back equal to' if same else 'DIFFERS from'} the network",
             notes={"epochs": len(epoch_times), "written_s": round(statistics.median(written), 5)},
         )
     )
@@ -493,16 +495,13 @@ def checkpoint_rows(bench: Bench) -> list[Row]:
     cfg = bench.project.config("iris", {"device": bench.device})
     work, epochs, notes, same = checkpoint_work_per_epoch(bench, cfg, s.repeats)
     rows.append(
-        Row(
+        checkpoint_row(
             "checkpoint/iris",
             "checkpoint work per epoch vs epoch: iris config as shipped (150 rows, epochs of milliseconds)",
             Side("checkpoint work / epochs, training thread", "s", work),
             Side("epoch (epoch_time_s of history.csv)", "s", epochs),
-            target_op="<=",
-            target=0.02,
-            check_passed=same and all(map(math.isfinite, epochs)),
-            check_detail=f"every run's newest checkpoint {'is' if same else 'is NOT'} its final network",
-            paired=False,
+            passed=same and all(map(math.isfinite, epochs)),
+            detail=f"every run's newest checkpoint {'is' if same else 'is NOT'} its final network",
             notes=notes,
         )
     )
