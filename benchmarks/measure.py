@@ -14,6 +14,7 @@ import gc
 import math
 import os
 import platform
+import random
 import resource
 import statistics
 import time
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import torch
 
 T = TypeVar("T")
+BOOTSTRAP_RESAMPLES = 2000  # for Row.ratio_ci
 
 
 def alternate(sides: dict[str, Callable[[], T]], repeats: int, warmup: int = 0) -> dict[str, list[T]]:
@@ -140,6 +142,31 @@ class Row:
         return min(ratios), max(ratios)
 
     @property
+    def ratio_ci(self) -> tuple[float, float] | None:
+        """A 90% bootstrap interval of ``ratio``: how well this run pins the ratio down.
+
+        The repetitions are resampled with replacement ``BOOTSTRAP_RESAMPLES``
+        times (pairs together when paired, each side on its own otherwise) and
+        the ratio is computed on each resample; the interval holds the middle
+        90% of them.  Seeded, so a report is reproducible from its values.
+        """
+        if self.ratio is None:
+            return None
+        rng = random.Random(0)
+        a, b = self.a.values, self.b.values
+        estimates = []
+        for _ in range(BOOTSTRAP_RESAMPLES):
+            if self.paired and len(a) == len(b):
+                picks = [rng.randrange(len(a)) for _ in a]
+                estimates.append(statistics.median(a[i] / b[i] for i in picks))
+            else:
+                estimates.append(
+                    statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+                )
+        estimates.sort()
+        return estimates[int(0.05 * len(estimates))], estimates[int(0.95 * len(estimates)) - 1]
+
+    @property
     def target_text(self) -> str:
         return f"A/B {self.target_op} {self.target:g}"
 
@@ -156,6 +183,7 @@ class Row:
             b=self.b.as_json() if self.b else None,
             ratio=self.ratio,
             ratio_range=self.ratio_range,
+            ratio_ci90=self.ratio_ci,
             target=self.target_text,
             target_value=self.target,
             target_met=self.target_met,

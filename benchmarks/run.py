@@ -67,7 +67,7 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def table(rows: list[Row]) -> str:
     """The rows as a fixed-width text table."""
-    header = ("row", "A", "median A", "B", "median B", "A/B", "A/B range", "target", "met", "same result")
+    header = ("row", "A", "median A", "B", "median B", "A/B", "A/B 90% CI", "target", "met", "same result")
     lines = []
     for row in rows:
         if row.skipped:
@@ -82,7 +82,7 @@ def table(rows: list[Row]) -> str:
                 row.b.label,
                 f"{fmt(row.b.median)} {row.b.unit}",
                 fmt(row.ratio, 3),
-                "-" if row.ratio_range is None else f"{fmt(row.ratio_range[0], 3)}-{fmt(row.ratio_range[1], 3)}",
+                "-" if row.ratio_ci is None else f"{fmt(row.ratio_ci[0], 3)}-{fmt(row.ratio_ci[1], 3)}",
                 row.target_text,
                 "yes" if row.target_met else "NO",
                 "ok" if row.check_passed else "FAILED",

@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 from conftest import TEMPLATE_ROOT
 
 RUN = TEMPLATE_ROOT / "benchmarks" / "run.py"
@@ -65,6 +66,33 @@ def test_quick_benchmark_writes_every_row_with_both_sides(isolated_tmp, tmp_path
             assert row[side]["values"] and all(map(is_number, row[side]["values"])), row
             assert is_number(row[side]["median"]), row
         assert is_number(row["ratio"]) and row["target"], row
+        low, high = row["ratio_ci90"]
+        assert low <= row["ratio"] <= high, row
         assert isinstance(row["target_met"], bool), row
         assert row["check_passed"] is True, row
     assert all(row_id in result.stdout for row_id in ROWS)  # the table is printed too
+
+
+def load_measure():
+    spec = importlib.util.spec_from_file_location("bench_measure", TEMPLATE_ROOT / "benchmarks" / "measure.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ratio_interval_narrows_with_agreeing_repetitions_and_contains_the_ratio():
+    measure = load_measure()
+
+    def row(a, b, paired=True):
+        return measure.Row("x", "x", measure.Side("a", "s", a), measure.Side("b", "s", b), paired=paired)
+
+    steady = row([1.1, 2.2, 3.3, 4.4], [1.0, 2.0, 3.0, 4.0])  # every pair says 1.1, however the machine drifted
+    assert steady.ratio_ci == pytest.approx((1.1, 1.1))
+    noisy = row([1.0, 1.3, 0.9, 1.2, 1.1, 0.8, 1.4], [1.0] * 7)
+    low, high = noisy.ratio_ci
+    assert 0.8 <= low < noisy.ratio < high <= 1.4
+    assert noisy.ratio_ci == noisy.ratio_ci  # seeded: a report can be recomputed from its values
+    unpaired = row([2.0, 2.2, 1.8], [1.0, 1.1], paired=False)
+    low, high = unpaired.ratio_ci
+    assert low <= unpaired.ratio <= high
