@@ -123,23 +123,26 @@ class Row:
     notes: dict[str, Any] = field(default_factory=dict)
     paired: bool = True  # A and B values come in pairs from the same repetitions
 
+    def _pair_ratios(self) -> list[float] | None:
+        """A/B of every repetition when the values come in pairs, else None."""
+        if not self.paired or len(self.a.values) != len(self.b.values):
+            return None
+        return [a / b for a, b in zip(self.a.values, self.b.values, strict=True)]
+
     @property
     def ratio(self) -> float | None:
         """A/B: the median of the per-repetition ratios when paired (robust to the machine drifting), else
         the ratio of the medians."""
         if self.a is None or self.b is None or not all(self.b.values):
             return None
-        if self.paired and len(self.a.values) == len(self.b.values):
-            return statistics.median(a / b for a, b in zip(self.a.values, self.b.values, strict=True))
-        return self.a.median / self.b.median
+        pairs = self._pair_ratios()
+        return self.a.median / self.b.median if pairs is None else statistics.median(pairs)
 
     @property
     def ratio_range(self) -> tuple[float, float] | None:
         """Smallest and largest per-repetition A/B (paired rows only): how much the ratio moved."""
-        if self.ratio is None or not self.paired or len(self.a.values) != len(self.b.values):
-            return None
-        ratios = [a / b for a, b in zip(self.a.values, self.b.values, strict=True)]
-        return min(ratios), max(ratios)
+        pairs = None if self.ratio is None else self._pair_ratios()
+        return None if pairs is None else (min(pairs), max(pairs))
 
     @property
     def ratio_ci(self) -> tuple[float, float] | None:
@@ -153,12 +156,11 @@ class Row:
         if self.ratio is None:
             return None
         rng = random.Random(0)
-        a, b = self.a.values, self.b.values
+        a, b, pairs = self.a.values, self.b.values, self._pair_ratios()
         estimates = []
         for _ in range(BOOTSTRAP_RESAMPLES):
-            if self.paired and len(a) == len(b):
-                picks = [rng.randrange(len(a)) for _ in a]
-                estimates.append(statistics.median(a[i] / b[i] for i in picks))
+            if pairs is not None:
+                estimates.append(statistics.median(pairs[rng.randrange(len(pairs))] for _ in pairs))
             else:
                 estimates.append(
                     statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
