@@ -10,6 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a checkout, installed or not
 
+from {{ cookiecutter.proj_name }}.engine import signals  # noqa: E402
+
+signals.catch()  # before the slow imports: a scheduler's stop signal during start-up is recorded, not fatal
+
 from {{ cookiecutter.proj_name }}.experiment import main_train  # noqa: E402
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 "$PYTHON" bin/train.py iris "$RUNS/iris_mlp_xavier" --model=mlp --training_model=XavierInitModel "${EXTRA[@]}"
 # The seed's JSON interface: linear model, setosa against the rest.
 "$PYTHON" training_scripts/run_experiment.py '{"model": "BaseModel", "dataset": "iris", "network": "linear",
-    "network_args": {"output_shape": 1}, "loss": "BCEWithLogitsLoss", "num_epochs": 3}' "$RUNS/iris_linear_binary_json"
+    "network_args": {"output_shape": 1}, "loss": "BCEWithLogitsLoss", "num_epochs": 3}' "$RUNS/iris_linear_binary_json" \
+    "${EXTRA[@]}"
 
 for run in iris_linear iris_mlp iris_mlp_fixed iris_mlp_xavier; do
     "$PYTHON" bin/evaluate.py "$RUNS/$run"

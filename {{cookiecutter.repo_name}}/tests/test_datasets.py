@@ -20,9 +20,11 @@ from {{ cookiecutter.proj_name }}.datasets.cifar10 import Cifar10Loader, random_
 from {{ cookiecutter.proj_name }}.engine.cli import ConfigError
 
 # isort: split
-from {{ cookiecutter.proj_name }}.datasets.{{ cookiecutter.dataset }}_loading import IRIS_CSV, {{ cookiecutter.dataset_loading_class }}
+from {{ cookiecutter.proj_name }}.datasets.{{ cookiecutter.dataset }}_loading import IRIS_CSV
 
-LOADER = {{ cookiecutter.dataset_loading_class }}
+# The project's loader, looked up by its name as data.name: no import binds the class's name here, so no
+# answer to the template's dataset_loading_class prompt can collide with a name this module uses.
+LOADER = DATASETS["{{ cookiecutter.dataset_loading_class }}"]
 CIFAR_FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
 TEST_FILE = "test_batch.bin"
@@ -52,7 +54,7 @@ def dense_ranks(features: torch.Tensor) -> list[tuple[int, ...]]:
 
 
 def test_iris_loader_is_registered():
-    assert DATASETS["{{ cookiecutter.dataset_loading_class }}"] is LOADER
+    assert LOADER.__name__ == "{{ cookiecutter.dataset_loading_class }}"
     assert DATASETS["iris"] is LOADER
     assert isinstance(build_dataset(data_config()), LOADER)
 

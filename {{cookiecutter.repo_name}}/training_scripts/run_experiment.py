@@ -4,14 +4,15 @@
     python ./training_scripts/run_experiment.py '{"model": "BaseModel", "dataset": "IrisDataLoader",
         "network": "linear", "network_args": {"input_shape": 4, "output_shape": 1}, "num_epochs": 3,
         "device": "cpu", "dataset_args": {"validation_split": 0.2}, "optimizer": "SGD",
-        "loss": "BCEWithLogitsLoss", "optimizer_args": {"lr": 1e-3}}' [RESULTS_DIR]
+        "loss": "BCEWithLogitsLoss", "optimizer_args": {"lr": 1e-3}}' [RESULTS_DIR] [--key=value ...]
 
 The JSON keys are mapped onto the same config schema and engine as
 ``bin/train.py``: ``model`` names the training model, ``network`` the
 architecture, ``*_args`` set their arguments, other keys (``num_epochs``,
 ``device``, ``batch_size``, ``lr_schedule``, ...) are config keys.  Keys absent
 from the JSON come from the base config ``"config"`` (default ``iris``).
-Without RESULTS_DIR the run goes to ``runs/<UTC time>-<network>``.
+Without RESULTS_DIR the run goes to ``runs/<UTC time>-<network>``.  ``--key=value``
+overrides after it change the config as in ``bin/train.py`` (and win over the JSON).
 """
 
 import datetime as dt
@@ -20,6 +21,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a checkout, installed or not
+
+from {{ cookiecutter.proj_name }}.engine import signals  # noqa: E402
+
+signals.catch()  # before the slow imports: a scheduler's stop signal during start-up is recorded, not fatal
 
 from {{ cookiecutter.proj_name }} import configs  # noqa: E402
 from {{ cookiecutter.proj_name }}.engine import cli  # noqa: E402
@@ -64,14 +69,21 @@ def to_overrides(spec: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or argv[1] in ("-h", "--help"):
+    cli.escape_unencodable_output()
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
         print(__doc__)
         return 0 if len(argv) == 2 else EXIT_USAGE
+    given_dir = argv[2] if len(argv) > 2 and not argv[2].startswith("--") else None
+    extra = argv[3:] if given_dir is not None else argv[2:]
     try:
         spec = json.loads(argv[1])
         if not isinstance(spec, dict):
             raise cli.ConfigError("the argument must be a JSON object")
-        cfg = cli.load_config(configs.CONFIGS, spec.get("config", "iris"), to_overrides(spec), configs.SELECTORS)
+        bad = [item for item in extra if not item.startswith("--") or "=" not in item]
+        if bad:
+            raise cli.ConfigError(f"unexpected argument {bad[0]!r}: after the JSON come RESULTS_DIR and --key=value")
+        overrides = to_overrides(spec) + [item[2:] for item in extra]
+        cfg = cli.load_config(configs.CONFIGS, spec.get("config", "iris"), overrides, configs.SELECTORS)
         configs.check(cfg)
     except json.JSONDecodeError as err:
         print(f"error: the argument is not valid JSON ({err})", file=sys.stderr)
@@ -80,13 +92,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")  # microseconds: two runs never share a folder
-    results_dir = argv[2] if len(argv) == 3 else spec.get("results_dir", f"runs/{stamp}-{cfg.model.name}")
+    results_dir = given_dir or spec.get("results_dir", f"runs/{stamp}-{cfg.model.name}")
     print(f"Results will be written to {results_dir}")
-    try:
-        return train(cfg, results_dir, argv)
-    except cli.ConfigError as err:  # e.g. RESULTS_DIR holds a run with another config
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    return train(cfg, results_dir, argv)
 
 
 if __name__ == "__main__":

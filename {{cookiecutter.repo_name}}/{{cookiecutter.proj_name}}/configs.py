@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 
-from .engine.cli import ConfigError
+from .engine.cli import ConfigError, unknown
 from .networks import NETWORKS, network_config
 from .networks.cnn import CNNConfig
 from .networks.mlp import MLPConfig
@@ -84,7 +84,8 @@ def cifar10() -> ExperimentConfig:
     """A small CNN (width n_filters) on CIFAR-10 with crop/flip augmentation; data under data.root."""
     return ExperimentConfig(
         model=CNNConfig(n_filters=32),
-        data=DataConfig(name="cifar10", root="data/cifar10", validation_split=0.1, augment=True),
+        # $DATA_ROOT/cifar10, or data/cifar10 where DATA_ROOT is not set (see env.sh.example)
+        data=DataConfig(name="cifar10", root="${oc.env:DATA_ROOT,data}/cifar10", validation_split=0.1, augment=True),
         optimizer=OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=5e-4),
         lr_schedule=[[1, 0.05], [15, 0.005]],
         num_epochs=20,
@@ -117,17 +118,24 @@ CHOICES = {
 
 
 def check(cfg) -> None:
-    """Checks that types alone cannot express; raises ConfigError with one readable line."""
+    """Checks that types alone cannot express; raises ConfigError with one readable line.
+
+    Values that only the data can refute (``model.output_shape``, the network's
+    arguments, the loss) are checked when the run is built, also before
+    anything is written (``experiment.build``).
+    """
     from .datasets import DATASETS
     from .training_models import TRAINING_MODELS
     from .training_models.base import BINARY_LOSSES, make_loss
 
-    if cfg.model.name not in NETWORKS:
-        raise ConfigError(f"model.name {cfg.model.name!r} unknown; choose one of: {', '.join(NETWORKS)}")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"data.name {cfg.data.name!r} unknown; choose one of: {', '.join(DATASETS)}")
-    if cfg.training_model not in TRAINING_MODELS:
-        raise ConfigError(f"training_model {cfg.training_model!r} unknown; choose one of: {', '.join(TRAINING_MODELS)}")
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{key}={value} is out of range: a 64-bit integer at most")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
+    for key, choices in {"model.name": NETWORKS, "data.name": DATASETS, "training_model": TRAINING_MODELS}.items():
+        if OmegaConf.select(cfg, key) not in choices:
+            raise unknown(key, OmegaConf.select(cfg, key), choices)
     make_loss(cfg.loss)
     binary = cfg.loss in BINARY_LOSSES
     if binary != (cfg.model.output_shape == 1):
@@ -135,15 +143,16 @@ def check(cfg) -> None:
             f"loss {cfg.loss} with model.output_shape={cfg.model.output_shape}: "
             f"use model.output_shape=1 exactly with {' or '.join(BINARY_LOSSES)}"
         )
-    minimum = {
-        "num_epochs": 0, "batch_size": 1, "checkpoint.keep": 1, "checkpoint.every_steps": 0,
-        "checkpoint.every_minutes": 0, "checkpoint.min_interval_s": 0, "log_every_steps": 1, "grad_accum_steps": 1, "grad_clip_norm": 0,
-        "early_stopping_patience": 0, "data.num_workers": 0,
+    ranges = {
+        "num_epochs": (0, None), "batch_size": (1, None), "seed": (0, 2**32 - 1), "data.split_seed": (0, 2**32 - 1),
+        "data.num_workers": (0, 1024), "checkpoint.keep": (1, None), "checkpoint.every_steps": (0, None),
+        "checkpoint.every_minutes": (0, None), "checkpoint.min_interval_s": (0, None), "log_every_steps": (1, None),
+        "grad_accum_steps": (1, None), "grad_clip_norm": (0, None), "early_stopping_patience": (0, None),
     }  # fmt: skip
-    for key, low in minimum.items():
+    for key, (low, high) in ranges.items():
         value = OmegaConf.select(cfg, key)
-        if not value >= low:  # also refuses NaN
-            raise ConfigError(f"{key}={value} must be >= {low}")
+        if value < low or (high is not None and value > high):
+            raise ConfigError(f"{key}={value} must be >= {low}" + (f" and <= {high}" if high is not None else ""))
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -153,7 +162,19 @@ def check(cfg) -> None:
     if not 0 <= cfg.data.validation_split < 1:
         raise ConfigError(f"data.validation_split={cfg.data.validation_split} must be in [0, 1)")
     for pair in cfg.lr_schedule:
-        if len(pair) != 2 or not all(map(math.isfinite, pair)) or pair[0] < 1 or pair[0] != int(pair[0]) or pair[1] < 0:
+        if len(pair) != 2 or pair[0] < 1 or pair[0] != int(pair[0]) or pair[1] < 0:
             raise ConfigError(f"lr_schedule entry {list(pair)} must be [from_epoch >= 1 (integer), lr >= 0]")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device={cfg.device!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def _leaves(node: Any, key: str = ""):
+    """``(dotted key, value)`` of every number, string or boolean in a nested config container."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _leaves(value, key)
+    else:
+        yield key, node

@@ -3,13 +3,8 @@
 This is the one module that knows both sides: the project's components
 (configs, datasets, networks, training_models) and the infrastructure
 (``engine``).  ``bin/train.py``, ``bin/evaluate.py`` and
-``training_scripts/run_experiment.py`` are thin wrappers around it.
-
-Exit codes: 0 finished (or nothing left to do), 1 the run failed (non-finite
-loss, disk full, unreadable checkpoints, a bug), 2 bad command line or config
-or RESULTS_DIR in use (nothing was written), 128+N stopped by signal N after
-writing a checkpoint (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM): run the same
-command again to resume.
+``training_scripts/run_experiment.py`` are thin wrappers around it; how a
+training session goes and what its exit codes mean is in ``engine/session.py``.
 """
 
 from __future__ import annotations
@@ -24,23 +19,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from . import configs
 from .datasets import build_dataset, one_vs_rest
-from .engine import cli, signals
-from .engine.checkpoint import CheckpointWriteError, UntrustedFileError, atomic_write_json, load_tensors
+from .engine import cli, session
+from .engine.checkpoint import DamagedFileError, UntrustedFileError, atomic_write_json, load_tensors
 from .engine.data import DataLoaderBatches, InMemoryBatches
-from .engine.lock import RunLock
-from .engine.loop import CheckpointMismatch, NonFiniteLoss, NoReadableCheckpoint, Trainer, TrainerOptions, evaluate
-from .engine.results import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir, print_exception
+from .engine.loop import Trainer, TrainerOptions, evaluate
+from .engine.results import ResultsDir
+from .engine.session import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .engine.signals import StopFlag
 from .networks import NETWORKS, build_network
 from .training_models import TRAINING_MODELS, build_training_model
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Failures that deserve one line on stderr rather than a traceback.
-EXPECTED_ERRORS = (
-    NonFiniteLoss, UntrustedFileError, NoReadableCheckpoint, CheckpointMismatch, cli.ConfigError, FileNotFoundError,
-)  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,24 +57,62 @@ def seed_everything(seed: int) -> None:
 
 
 def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dict[str, Any]:
-    """Dataset splits, network and training model for ``cfg``, on ``device``."""
+    """Dataset splits, network and training model for ``cfg``, on ``device``.
+
+    Raises ``ConfigError`` for values that only the data can show to be wrong.
+    """
     dataset = build_dataset(cfg.data)
     outputs = cfg.model.output_shape or dataset.num_classes
+    if outputs not in (1, dataset.num_classes):
+        raise cli.ConfigError(
+            f"model.output_shape={outputs} but data.name={cfg.data.name!r} has {dataset.num_classes} classes: "
+            f"use {dataset.num_classes} (or null, taken from the data), or 1 with BCEWithLogitsLoss (one class "
+            "against the rest)"
+        )
+    if outputs == 1 and not 0 <= cfg.data.positive_class < dataset.num_classes:
+        raise cli.ConfigError(
+            f"data.positive_class={cfg.data.positive_class}: choose a class of the data, 0..{dataset.num_classes - 1}"
+        )
     if with_test:
         splits = {"test": dataset.test()}
     else:
         train, valid = dataset.train_valid()
+        if not len(train.y):
+            raise cli.ConfigError(f"data.validation_split={cfg.data.validation_split} leaves no training samples")
         splits = {"train": train, "valid": valid}
     if outputs == 1:  # one logit: a binary task, positive_class against the rest
         splits = {name: one_vs_rest(split, cfg.data.positive_class) for name, split in splits.items()}
     network = build_network(cfg.model, dataset.input_shape, outputs).to(device)
     model = build_training_model(cfg.training_model, network, cfg)
+    check_fit(model, next(iter(splits.values())), dataset.batch_transform(train=False), cfg.loss)
     batches = {
         name: make_batches(cfg, split, name == "train", dataset, device)
         for name, split in splits.items()
         if len(split.y)
     }
     return {"model": model, "batches": batches}
+
+
+@torch.no_grad()
+def check_fit(model, split, transform, loss: str) -> None:
+    """Raise ``ConfigError`` unless the network and the loss take two samples of ``split``.
+
+    A wrong loss or shape then stops the run before anything is written, not
+    at its first step.  Nothing changes: eval mode (BatchNorm statistics stay),
+    the plain network (not its compiled version), random numbers forked.
+    """
+    x, y = split.x[:2].to(model.device), split.y[:2].to(model.device)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model.network.eval()
+            model.loss(model.network(transform(x) if transform else x), y)
+        except (RuntimeError, ValueError, IndexError, TypeError) as err:
+            raise cli.ConfigError(
+                f"the network and loss={loss} cannot take this data (samples of shape {list(x.shape[1:])}, "
+                f"targets of type {y.dtype}): {_first_line(err)}"
+            ) from None
+        finally:
+            model.network.train()
 
 
 def make_batches(cfg: DictConfig, split, train: bool, dataset, device: torch.device):
@@ -108,7 +137,7 @@ def trainer_options(cfg: DictConfig) -> TrainerOptions:
     )
 
 
-def make_trainer(cfg: DictConfig, results: ResultsDir, device: torch.device, stop=None) -> Trainer:
+def make_trainer(cfg: DictConfig, results: ResultsDir, device: torch.device, stop: StopFlag | None = None) -> Trainer:
     """Seed, build data, network and training model, and wrap them in a Trainer writing to ``results``."""
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     seed_everything(cfg.seed)
@@ -118,90 +147,71 @@ def make_trainer(cfg: DictConfig, results: ResultsDir, device: torch.device, sto
 
 
 def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_config_change: bool = False) -> int:
-    """Train (or resume) the run in ``results_dir``; return the exit code."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    results = ResultsDir(results_dir)
+    """Train (or resume) the run in ``results_dir``; return the exit code (see ``engine/session.py``)."""
     device = resolve_device(cfg.device)
-    results.path.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(results.path)
-    lock.acquire()  # a second process on the same folder stops here (ResultsDirLocked, exit 2)
-    try:
-        # Refuse a changed config before anything is written.
-        changes = results.check_config(config, configs.RESUMABLE_CHANGES, allow_any=allow_config_change)
-        results.start(list(argv), {"device": str(device)})
-    except BaseException:
-        lock.release()
-        raise
-    results.capture_output()
-    status, reason, code = STATUS_FAILED, None, EXIT_FAILED
-    try:
-        with signals.StopFlag() as stop:
-            if lock.stale:
-                print(f"Took over the lock left by a process that is gone: {lock.stale}")
-            for change in changes:
-                print(f"Resuming with a changed config: {change}")
-            trainer = make_trainer(cfg, results, device, stop)
-            trainer.resume()
-            results.write_config(config)  # only now: a config whose model cannot load the checkpoint is not kept
-            results.copy_script(argv[0])
-            stopped_by = trainer.fit()
-        if stopped_by:
-            status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
-            where = f"epoch {trainer.epoch}" + (f" + {trainer.batch} batches" if trainer.batch else "")
-            reason = f"{stopped_by}: stopped after a checkpoint at {where} (step {trainer.global_step})"
-            print(f"{reason}; run the same command to resume.", file=sys.stderr)
-        else:
-            status, code = STATUS_FINISHED, EXIT_OK
-            reason = "early stopping" if trainer.stopped_early else None
-            print(f"Results in {results.path}")
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint
-        status, reason, code = STATUS_INTERRUPTED, "KeyboardInterrupt", EXIT_INTERRUPTED
-        print("Interrupted; run the same command again to resume from the last checkpoint.", file=sys.stderr)
-    except CheckpointWriteError as err:
-        reason = f"CheckpointWriteError: {err}"
-        hint = "the previous checkpoint is intact: make room, then run the same command to resume"
-        print(f"error: {err}; {hint}", file=sys.stderr)
-    except EXPECTED_ERRORS as err:
-        reason = f"{type(err).__name__}: {err}"  # expected problems: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-    except OSError as err:  # disk full, quota, I/O error while writing logs or history
-        reason = f"{type(err).__name__}: {err}"
-        print(f"error: {err}; the last checkpoint is intact: fix this, then run the same command to resume",
-              file=sys.stderr)  # fmt: skip
-    except Exception:
-        reason = print_exception()
-    finally:
-        results.finish(status, reason)
-        results.release_output()
-        lock.release()
-    return code
+    return session.run(
+        results_dir,
+        argv,
+        OmegaConf.to_container(cfg, resolve=True),
+        build=lambda results, stop: make_trainer(cfg, results, device, stop),
+        resumable_changes=configs.RESUMABLE_CHANGES,
+        allow_config_change=allow_config_change,
+        meta={"device": str(device)},
+    )
 
 
 def evaluate_run(results_dir: str | Path) -> dict[str, float]:
-    """Test-set metrics of the run in ``results_dir``, also written to its test_metrics.json."""
+    """Test-set metrics of the run in ``results_dir`` (``write_test_metrics`` records them)."""
     results_dir = Path(results_dir)
     if not (results_dir / "config.json").is_file() or not (results_dir / "model.pt").is_file():
         raise cli.ConfigError(f"{results_dir} is not a results directory with a trained model (config.json, model.pt)")
-    cfg = OmegaConf.create(json.loads((results_dir / "config.json").read_text()))
     device = resolve_device("auto")  # the machine evaluating may differ from the one that trained
-    built = build(cfg, device, with_test=True)
+    try:
+        built = build(OmegaConf.create(_read_json(results_dir / "config.json")), device, with_test=True)
+    except (OmegaConfBaseException, KeyError, AttributeError) as err:  # edited by hand: keys missing or wrong
+        raise cli.ConfigError(f"{results_dir / 'config.json'} does not describe a run ({_first_line(err)})") from None
     model = built["model"]
-    model.network.load_state_dict(load_tensors(results_dir / "model.pt", device))
-    metrics = evaluate(model, built["batches"]["test"], prefix="test_")
-    epoch = json.loads((results_dir / "loop_state.json").read_text())["epoch"]
-    atomic_write_json(results_dir / "test_metrics.json", {**metrics, "epoch": epoch})
-    return metrics
+    weights = load_tensors(results_dir / "model.pt", device)
+    try:
+        model.network.load_state_dict(weights)
+    except RuntimeError as err:
+        raise cli.ConfigError(
+            f"{results_dir / 'model.pt'} does not fit the run's network: {_first_line(err)}"
+        ) from None
+    return evaluate(model, built["batches"]["test"], prefix="test_")
+
+
+def write_test_metrics(results_dir: str | Path, metrics: dict[str, float]) -> None:
+    """Write ``metrics`` to RESULTS_DIR/test_metrics.json with the epoch of the weights they are for."""
+    epoch = _read_json(Path(results_dir) / "loop_state.json").get("epoch")
+    atomic_write_json(Path(results_dir) / "test_metrics.json", {**metrics, "epoch": epoch})
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, OSError) as err:
+        raise cli.ConfigError(f"{path} is unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(value, dict):
+        raise cli.ConfigError(f"{path} does not hold a JSON object")
+    return value
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
 
 
 def help_epilog() -> str:
     """The long part of ``--help``: configs, every key with type and default, the choices."""
     base = OmegaConf.structured(configs.ExperimentConfig)
+    width = max(map(len, [*configs.CONFIGS, *NETWORKS])) + 2  # the name column fits the longest name
     lines = ["configs (how each differs from the defaults below):"]
     for name, factory in configs.CONFIGS.items():
         doc = (factory.__doc__ or "").strip().splitlines()[0]
         diff = cli.config_diff(OmegaConf.to_container(base), OmegaConf.to_container(OmegaConf.structured(factory())))
-        lines.append(f"  {name:<9} {doc}")
-        lines += [f"{'':12}{key}={new!r}" for key, _, new in diff if new != "<absent>"]
+        lines.append(f"  {name:<{width}} {doc}")
+        lines += [f"{'':{width + 3}}{key}={new!r}" for key, _, new in diff if new != "<absent>"]
     lines += ["", "keys (--key=value; values are read as literals: 3, 0.1, true, [[3, 0.1], [100, 0.01]]):"]
     lines.append(cli.format_keys(base))
     lines += [
@@ -213,7 +223,7 @@ def help_epilog() -> str:
         rows = cli.describe(OmegaConf.structured(configs.SELECTORS["model"](name)))
         shared = ("name", "input_shape", "output_shape")
         args = ", ".join(f"{key}: {kind} = {value}" for key, kind, value in rows if key not in shared)
-        lines.append(f"  {name:<9} {args}")
+        lines.append(f"  {name:<{width}} {args}")
     from .datasets import DATASETS
 
     lines += ["", f"data.name:        {', '.join(DATASETS)}", f"training_model:   {', '.join(TRAINING_MODELS)}"]
@@ -227,7 +237,7 @@ def help_epilog() -> str:
         "",
         "Running the same command on an existing RESULTS_DIR resumes it exactly where the last checkpoint was.",
         "SIGTERM, SIGUSR1 or Ctrl-C: checkpoint at the next step, then exit (a second Ctrl-C exits without one).",
-        "exit codes: 0 finished, 1 failed, 2 bad command line, config or RESULTS_DIR in use,",
+        "exit codes: 0 finished, 1 failed, 2 bad command line, config, data or RESULTS_DIR (nothing written),",
         "            128+N stopped by signal N after a checkpoint (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM)",
     ]
     return "\n".join(lines)
@@ -248,19 +258,21 @@ def parse_and_check(argv: Sequence[str]) -> cli.Command:
 
 def main_train(argv: Sequence[str]) -> int:
     """``bin/train.py CONFIG RESULTS_DIR [--key=value ...]``."""
+    cli.escape_unencodable_output()
     try:
         command = parse_and_check(argv)
         if command.dry_run:
             print(OmegaConf.to_yaml(command.cfg), end="")
             return EXIT_OK
         return train(command.cfg, command.results_dir, argv, command.allow_config_change)
-    except (cli.ConfigError, OSError) as err:  # OSError: RESULTS_DIR cannot be created or locked
+    except cli.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
 
 def main_evaluate(argv: Sequence[str]) -> int:
     """``bin/evaluate.py RESULTS_DIR``: report and record the test metrics of a run."""
+    cli.escape_unencodable_output()
     parser = argparse.ArgumentParser(
         prog=Path(argv[0]).name,
         description="Report the test-set metrics of a finished run and write them to RESULTS_DIR/test_metrics.json.",
@@ -269,8 +281,13 @@ def main_evaluate(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv[1:])  # exits 2 with the usage on a bad command line
     try:
         metrics = evaluate_run(args.results_dir)
-    except (cli.ConfigError, UntrustedFileError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)  # ValueError: a malformed JSON; RuntimeError: a damaged model.pt
+    except (cli.ConfigError, UntrustedFileError, DamagedFileError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print("  ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
+    try:
+        write_test_metrics(args.results_dir, metrics)
+    except (cli.ConfigError, OSError) as err:  # e.g. a read-only results directory: the metrics are printed above
+        print(f"error: the metrics above could not be written to test_metrics.json: {err}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK

@@ -9,7 +9,7 @@ A loader is a class built from the ``data`` config node that offers
 
 from __future__ import annotations
 
-from ..engine.cli import ConfigError
+from ..engine.cli import unknown
 from .cifar10 import Cifar10Loader
 from .common import Split, carve_validation, one_vs_rest
 
@@ -28,5 +28,5 @@ __all__ = ["DATASETS", "Split", "build_dataset", "carve_validation", "one_vs_res
 def build_dataset(cfg):
     """The loader named by ``cfg.name`` (``cfg`` is the ``data`` config node)."""
     if cfg.name not in DATASETS:
-        raise ConfigError(f"unknown data.name {cfg.name!r}; choose one of: {', '.join(DATASETS)}")
+        raise unknown("data.name", cfg.name, DATASETS)
     return DATASETS[cfg.name](cfg)

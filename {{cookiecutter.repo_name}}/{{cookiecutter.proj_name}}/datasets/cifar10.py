@@ -11,6 +11,8 @@ downloaded once and its MD5 checked; an extracted folder is used as it is.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +55,20 @@ def find_folder(root: Path, download: bool = True) -> Path:
         raise FileNotFoundError(f"CIFAR-10 binary files not found under {root}")
     from torchvision.datasets.utils import download_and_extract_archive
 
-    try:
-        download_and_extract_archive(URL, str(root), md5=MD5)
-    except Exception as err:
-        raise FileNotFoundError(
-            f"CIFAR-10 not found under {root} and the download failed ({err}). "
-            f"Put the extracted {FOLDER}/ there (from {URL}) or set --data.root"
-        ) from None
+    # Into a temporary folder beside root, moved into place once complete: a failed download (no network, a
+    # mistyped data.root) leaves no folder behind.
+    nearest = next(folder for folder in [root, *root.parents] if folder.is_dir())
+    with tempfile.TemporaryDirectory(dir=nearest, prefix=".cifar10-download-") as tmp:
+        try:
+            download_and_extract_archive(URL, tmp, md5=MD5)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise FileNotFoundError(
+                f"CIFAR-10 not found under {root} and the download failed ({first}). "
+                f"Put the extracted {FOLDER}/ there (from {URL}) or set --data.root"
+            ) from None
+        root.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(tmp) / FOLDER, root / FOLDER)
     return find_folder(root, download=False)
 
 

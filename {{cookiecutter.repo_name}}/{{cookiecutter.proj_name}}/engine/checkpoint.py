@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -44,6 +44,15 @@ class CheckpointWriteError(Exception):
 
 class UntrustedFileError(Exception):
     """A ``.pt`` file holds Python objects other than tensors: it could run code, so it is refused."""
+
+
+class DamagedFileError(ValueError):
+    """A ``.pt`` file cannot be read as tensors, or declares more tensor data than it holds."""
+
+
+# A file's tensors may declare at most this many times its size in bytes: views of one storage (tied weights)
+# count once per view, but a crafted file cannot make a loader allocate gigabytes from a few megabytes.
+MAX_DECLARED_PER_BYTE = 4
 
 
 def fsync_dir(path: Path) -> None:
@@ -122,20 +131,44 @@ def _save_tensors(obj: Any, path: Path) -> None:
 
 
 def load_tensors(path: Path, device: torch.device | str = "cpu") -> Any:
-    """Load a ``.pt`` file without unpickling arbitrary objects.
+    """Load a ``.pt`` file without unpickling arbitrary objects, in memory bounded by the file's size.
 
     Raises ``UntrustedFileError`` if the file asks for any Python callable
-    (what a booby-trapped pickle does); nothing in it is run.
+    (what a booby-trapped pickle does; nothing in it is run), and
+    ``DamagedFileError`` if it is not a tensor file or declares more data than
+    it holds.  The tensors are loaded as views of the memory-mapped file, which
+    cannot be larger than the file (a compressed or crafted record declaring
+    gigabytes is refused before anything is allocated), then copied to ``device``.
     """
+    path = Path(path)
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        mapped = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         if "global" in str(err).lower():
             raise UntrustedFileError(
                 f"{path} contains Python objects, not just tensors; it was not loaded because it could run code. "
                 "Delete it if you did not put it there."
             ) from None
-        raise
+        raise DamagedFileError(f"{path} is not a readable tensor file ({first_line(err)})") from None
+    except Exception as err:  # truncated, not a zip, a record larger than the file: torch raises RuntimeError
+        raise DamagedFileError(f"{path} is not a readable tensor file ({first_line(err)})") from None
+    sizes: list[int] = []
+    map_tensors(mapped, lambda t: sizes.append(t.numel() * t.element_size()))
+    if sum(sizes) > MAX_DECLARED_PER_BYTE * path.stat().st_size:
+        raise DamagedFileError(f"{path} declares {sum(sizes)} bytes of tensors in {path.stat().st_size} bytes")
+    return map_tensors(mapped, lambda t: t.to(device, copy=True))  # owned memory, no longer tied to the file
+
+
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``obj`` (nested dicts, lists, tuples) with ``fn`` applied to every tensor."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {key: map_tensors(value, fn) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        values = [map_tensors(value, fn) for value in obj]
+        return type(obj)(*values) if hasattr(obj, "_fields") else type(obj)(values)  # namedtuples take fields
+    return obj
 
 
 def cpu_copy(obj: Any) -> Any:
@@ -144,14 +177,13 @@ def cpu_copy(obj: Any) -> Any:
     What a checkpoint holds while it waits to be written: training goes on
     and changes the weights and optimizer state in place meanwhile.
     """
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone() if obj.device.type == "cpu" else obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {key: cpu_copy(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        values = [cpu_copy(value) for value in obj]
-        return type(obj)(*values) if hasattr(obj, "_fields") else type(obj)(values)  # namedtuples take fields
-    return obj
+    return map_tensors(obj, lambda t: t.detach().clone() if t.device.type == "cpu" else t.detach().cpu())
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for one-line warnings and errors."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
 def capture_rng(device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -249,12 +281,13 @@ def save_weights(path: Path, weights: dict) -> None:
 
 def sync_published(results_dir: Path) -> None:
     """Make the published ``loop_state.json``, ``model.pt`` and ``best_model.pt`` durable (once, when a run returns)."""
-    fsync_file(Path(results_dir) / "loop_state.json")
+    for name in ("loop_state.json", "model.pt", "best_model.pt"):
+        fsync_file(Path(results_dir) / name)
     fsync_dir(Path(results_dir))
 
 
 def publish_checkpoint(folder: Path, loop_state: dict) -> None:
-    """Point ``RESULTS_DIR/model.pt`` and ``loop_state.json`` at checkpoint ``folder``.
+    """Copy checkpoint ``folder``'s weights to ``RESULTS_DIR/model.pt`` and its position to ``loop_state.json``.
 
     Not fsynced: both are copies of the durable checkpoint; resuming
     publishes them again and a returning run syncs them (``sync_published``).
@@ -286,14 +319,12 @@ def list_unreadable(results_dir: Path) -> list[Path]:
 
 
 def publish(source: Path, target: Path) -> None:
-    """Atomically make ``target`` the file ``source``: a hard link, so no second copy is written."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:  # file systems without hard links
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    """Atomically make ``target`` a copy of ``source``.
+
+    A copy, not a hard link: a user who saves over ``model.pt`` or
+    ``best_model.pt`` must not change the checkpoint that resume reads.
+    """
+    atomic_write_bytes(target, Path(source).read_bytes(), durable=False)
 
 
 def set_aside(path: Path) -> Path:

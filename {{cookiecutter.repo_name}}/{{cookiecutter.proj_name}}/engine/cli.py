@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import sys
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -48,7 +49,7 @@ def load_config(
 ) -> DictConfig:
     """Build base config ``name`` and apply ``--key=value`` overrides to it."""
     if name not in configs:
-        raise ConfigError(f"unknown config {name!r}{_suggest(name, configs)}; choose one of: {', '.join(configs)}")
+        raise unknown("config", name, configs)
     cfg = OmegaConf.structured(configs[name]())
     apply_overrides(cfg, overrides, selectors or {})
     try:
@@ -201,7 +202,7 @@ def _check_key(cfg: DictConfig, key: str) -> None:
             if free_form and depth > 0:
                 return  # e.g. optimizer.extra.betas: extra is a Dict[str, Any]
             known = [row[0] for row in describe(cfg)]
-            hint = _suggest(key, known)
+            hint = suggest(key, known)
             name = node.get("name") if depth > 0 else None
             if isinstance(name, str):  # e.g. model.n_filters while model is an mlp
                 hint += f" ({key.rsplit('.', 1)[0]} is {name!r}; select another first, e.g. --model=NAME)"
@@ -209,9 +210,29 @@ def _check_key(cfg: DictConfig, key: str) -> None:
         node = node[part]
 
 
-def _suggest(word: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` for the choice closest to ``word``, or "" if none is close.
+
+    The same name in other letter case wins (``adam`` -> ``Adam``), then a
+    dotted key ending in ``word`` (``lr`` -> ``optimizer.lr``), then spelling.
+    """
+    choices = list(choices)
+    close = [c for c in choices if c.lower() == word.lower()] or [c for c in choices if c.endswith(f".{word}")]
+    close = close or difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown(what: str, value: Any, choices: Iterable[str]) -> ConfigError:
+    """The error for a name that is not one of ``choices``, with the closest one and the list."""
+    choices = list(choices)
+    return ConfigError(f"{what} {value!r} unknown{suggest(str(value), choices)}; choose one of: {', '.join(choices)}")
+
+
+def escape_unencodable_output() -> None:
+    """Print what the terminal's encoding lacks (a path of non-UTF-8 bytes) as escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _first_line(err: BaseException) -> str:

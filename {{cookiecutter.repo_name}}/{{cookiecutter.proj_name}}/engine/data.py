@@ -13,11 +13,15 @@ Augmentation (``transform``) runs on whole batches on the training device.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from .signals import SIGNALS, held_back
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -87,16 +91,32 @@ class InMemoryBatches:
             yield (self.transform(x) if self.transform else x), self.y.index_select(0, index)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """In loader workers: leave SIGINT/SIGTERM/SIGUSR1 to the training process.
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """In loader workers: SIGINT and SIGUSR1 are ignored, SIGTERM ends a worker only when its parent sends it.
 
-    Ctrl-C and schedulers signal the whole process group; a worker killed by
-    them would make the trainer fail instead of checkpointing and exiting.
+    Ctrl-C, SLURM and torchrun signal the whole process group (or every process
+    of a job); a worker killed by them would make the trainer fail instead of
+    checkpointing and exiting.  The workers start with these signals blocked
+    (``DataLoaderBatches.epoch`` forks them inside ``signals.held_back``), so one
+    that arrives before this function runs waits instead of killing the worker.
+    The parent's own SIGTERM (``Process.terminate``: the DataLoader's and
+    multiprocessing's clean-up at exit) must still end the worker, or the
+    interpreter would wait for it forever; only ``sigwaitinfo`` tells who sent it.
     """
-    from .signals import SIGNALS
-
+    obey_parent = hasattr(signal, "sigwaitinfo")  # Linux; elsewhere SIGTERM is ignored too
     for signum in SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+        if not (signum == signal.SIGTERM and obey_parent):
+            signal.signal(signum, signal.SIG_IGN)  # also drops one that arrived while blocked
+    if obey_parent:  # SIGTERM stays blocked in every thread of the worker; this thread takes it
+        threading.Thread(target=_exit_when_the_parent_asks, args=(os.getppid(),), daemon=True).start()
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS) - {signal.SIGTERM})
+
+
+def _exit_when_the_parent_asks(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 class _OrderSampler(torch.utils.data.Sampler):
@@ -152,7 +172,7 @@ class DataLoaderBatches:
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,  # no new worker processes every epoch
             prefetch_factor=4 if num_workers > 0 else None,
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
             # Its own generator: otherwise every new iterator draws a seed from the global torch RNG,
             # which would shift the augmentation's random numbers (and break exact resume).
             generator=torch.Generator().manual_seed(seed),
@@ -170,6 +190,8 @@ class DataLoaderBatches:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._sampler.indices = self.order(epoch)[start_batch * self.batch_size :].tolist()
-        for x, y in self.loader:
+        with held_back():  # the first epoch forks the workers: a group signal must not kill one as it starts
+            batches = iter(self.loader)
+        for x, y in batches:
             x = x.to(self.device, non_blocking=True)
             yield (self.transform(x) if self.transform else x), y.to(self.device, non_blocking=True)

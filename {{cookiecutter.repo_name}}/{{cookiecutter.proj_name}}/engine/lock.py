@@ -25,6 +25,7 @@ except ImportError:  # Windows: no flock; runs are not protected against a secon
     fcntl = None
 
 LOCK_FILE = ".lock"
+LINKS_REFUSED = "a results directory holds no symbolic links (nothing is written through one); remove it"
 
 
 class ResultsDirLocked(ConfigError):
@@ -43,7 +44,12 @@ class RunLock:
         if fcntl is None:
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # O_NOFOLLOW: a planted symbolic link must not make us write its target
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise ConfigError(f"{self.path} is a symbolic link: {LINKS_REFUSED}") from None
+                raise
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -59,9 +65,13 @@ class RunLock:
                     f"{self.path.parent} is in use by another run ({who}); wait for it to end, "
                     "stop it, or use another RESULTS_DIR"
                 ) from None
-            # The file may have been removed (the holder ended) between open() and flock(): retry on the new one.
-            if os.path.exists(self.path) and os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                break
+            # The file may have been removed (the holder ended) between open() and lockf(): retry on the new one.
+            # A file with other hard links is someone else's too: replace it by one of our own.
+            current = os.stat(self.path, follow_symlinks=False) if os.path.lexists(self.path) else None
+            if current is not None and os.fstat(fd).st_ino == current.st_ino:
+                if current.st_nlink == 1:
+                    break
+                os.unlink(self.path)
             os.close(fd)
         previous = _read(fd)
         if previous:

@@ -190,14 +190,14 @@ class Trainer:
                 raise
             except Exception as err:  # truncated, corrupted: a damaged file, not a damaged run
                 aside = checkpoint.set_aside(path)
-                print(f"warning: {path.name} is unreadable ({_first_line(err)}); kept as {aside.name}, "
+                print(f"warning: {path.name} is unreadable ({checkpoint.first_line(err)}); kept as {aside.name}, "
                       "trying the one before", file=sys.stderr)  # fmt: skip
                 continue
             try:
                 self.load_state_dict(*state)
             except Exception as err:  # the files are fine but do not fit this model: the code or config changed
                 raise CheckpointMismatch(
-                    f"{path} does not fit the model built from this config and code ({_first_line(err)}); "
+                    f"{path} does not fit the model built from this config and code ({checkpoint.first_line(err)}); "
                     "undo the change or train into a new RESULTS_DIR"
                 ) from None
             self._saved_step = self.global_step
@@ -355,6 +355,8 @@ class Trainer:
         )
 
     def _run_epochs(self) -> str | None:
+        if self.stop.requested:  # came while the run was starting: the resumed checkpoint is where it stands
+            return self.stop.name
         while self.epoch < self.options.num_epochs and not self.stopped_early:
             if not self._train_epoch(self.epoch + 1):
                 return self.stop.name
@@ -540,12 +542,6 @@ def _check_finite_weights(weights: dict[str, torch.Tensor], step: int) -> None:
     floats = [t for t in weights.values() if t.is_floating_point()]
     if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
         raise NonFiniteLoss(f"the weights hold NaN or Inf at step {step}; no checkpoint was written")
-
-
-def _first_line(err: BaseException) -> str:
-    """``Type: first line of the message``, for one-line warnings and errors."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
 def _summary(row: dict[str, Any], num_epochs: int) -> str:

@@ -14,58 +14,79 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import io
+import itertools
 import json
+import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, fsync_file, list_checkpoints
+from .checkpoint import atomic_write_bytes, atomic_write_json, fsync_file, json_bytes, list_checkpoints
 from .cli import ConfigError, config_diff
+from .lock import LINKS_REFUSED, RunLock
 
 STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
+RESERVE = ".reserve"  # room set aside for meta.json and the error line of a run that fills the disk
+RESERVE_BYTES = 256 * 1024
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class ResultsDirError(ConfigError):
+    """A results directory that cannot be used as it is (a link inside, an unreadable file); one line."""
 
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """Is ``err`` (or what caused it) a full disk or an exhausted quota?"""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            return True
+        err = err.__cause__
+    return False
+
+
+def _open_append(path: Path):
+    """``open(path, "ab", buffering=0)``, refusing a symbolic link planted there (O_NOFOLLOW)."""
+    return open(
+        path, "ab", buffering=0, opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    )
+
+
 class Tee:
-    """A text stream that writes to the terminal and to a file (used for stdout and stderr).
+    """A text stream that writes to the terminal and to a log file (used for stdout and stderr).
 
     If the terminal goes away (closed pipe, ended ssh session), the run goes on
-    and keeps logging to the file.
+    and keeps logging to the file.  A failed write to the file (disk full) is
+    raised: the run stops and says why rather than lose its log.  Each write goes
+    to the file at once (unbuffered), so a later write is not held up behind one
+    that failed, and characters the terminal's encoding lacks are escaped.
     """
 
-    def __init__(self, stream: TextIO, log: TextIO):
+    def __init__(self, stream: TextIO, log: io.RawIOBase):
         self.stream, self.log = stream, log
-        self.terminal_ok = self.log_ok = True
+        self.terminal_ok = True
 
     def write(self, text: str) -> int:
-        if self.log_ok:
-            try:
-                self.log.write(text)
-            except OSError:  # disk full: keep training and printing; the run's error says what happened
-                self.log_ok = False
         if self.terminal_ok:
             try:
                 self.stream.write(text)
             except OSError:  # BrokenPipeError and friends: stop echoing, keep training
                 self.terminal_ok = False
+        data = memoryview(text.encode("utf-8", "backslashreplace"))
+        while data:
+            data = data[self.log.write(data) :]
         return len(text)
 
     def flush(self) -> None:
-        if self.log_ok:
-            try:
-                self.log.flush()
-            except OSError:
-                self.log_ok = False
         if self.terminal_ok:
             try:
                 self.stream.flush()
@@ -84,22 +105,80 @@ class Tee:
 
 
 class ResultsDir:
-    """Bookkeeping of one results directory, shared by every entry point."""
+    """Bookkeeping of one results directory, shared by every entry point.
+
+    A training session calls ``open`` (create, lock, check), ``check_config``,
+    ``start`` (meta.json says running), ``capture_output``, then ``finish`` and
+    ``close``.  Until ``start`` nothing is written: a refused run leaves the
+    folder as it found it.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.meta: dict[str, Any] = {}
-        self._streams: list[tuple[str, TextIO, TextIO]] = []
+        self._streams: list[tuple[str, TextIO, io.RawIOBase]] = []
+        self._lock = RunLock(self.path)
+        self._created: list[Path] = []  # folders made by open(); a run refused before start() removes them
+        self._started: float | None = None
 
-    # -- config -------------------------------------------------------------------------
+    # -- taking the folder -----------------------------------------------------------------
+    def open(self) -> None:
+        """Create the folder (and missing parents), lock it, and check it: no symbolic link inside, readable
+        meta.json.  Raises ``ConfigError`` (a one-line usage error) or ``OSError``; nothing is left behind then."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ResultsDirError(f"RESULTS_DIR {self.path} is a file, not a folder; give a folder (made if absent)")
+        for folder in reversed([self.path, *self.path.parents]):
+            if not folder.exists():
+                try:
+                    folder.mkdir()
+                except (FileExistsError, NotADirectoryError):
+                    raise ResultsDirError(f"cannot create RESULTS_DIR {self.path}: {folder} is not a folder") from None
+                self._created.append(folder)
+        try:
+            self._lock.acquire()  # a second process on the same folder stops here (ResultsDirLocked)
+            _refuse_links(self.path)
+            self.meta = self._read_json("meta.json", "it lists the run's sessions; fix it, or delete it to start "
+                                        "a new list (checkpoints and history are not in it)") or {}  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def stale_lock(self) -> dict | None:
+        """What the dead process whose lock ``open`` took over had written in it (None if there was none)."""
+        return self._lock.stale
+
+    def close(self) -> None:
+        """Let go of the folder: stop copying the output, unlock, and remove what ``open`` made if never started."""
+        self.release_output()
+        self._lock.release()
+        if self._started is None:
+            for folder in reversed(self._created):
+                try:
+                    folder.rmdir()  # only if still empty
+                except OSError:
+                    break
+        self._created = []
+
+    def _read_json(self, name: str, what_to_do: str) -> Any:
+        path = self.path / name
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_bytes())
+        except (ValueError, OSError) as err:
+            raise ResultsDirError(f"{path} is unreadable ({type(err).__name__}: {err}); {what_to_do}") from None
+
+    # -- config ---------------------------------------------------------------------------
     def check_config(self, config: dict, allowed_changes: Iterable[str], allow_any: bool = False) -> list[str]:
         """Compare with a saved config.json; return the allowed changes as lines, raise on others."""
-        saved_path = self.path / "config.json"
-        if not saved_path.exists():
-            return []
         if not list_checkpoints(self.path):
             return []  # nothing trained yet (e.g. the last attempt failed on a bad value): the new config replaces it
-        saved = json.loads(saved_path.read_text())
+        if allow_any and not _is_json(self.path / "config.json"):
+            return ["config.json was unreadable: replaced by this command's config"]
+        saved = self._read_json("config.json", "restore it, or pass --allow-config-change to replace it")
+        if saved is None:
+            return []
         diff = config_diff(saved, config)
         allowed = set(allowed_changes)
         refused = [row for row in diff if row[0] not in allowed]
@@ -116,10 +195,8 @@ class ResultsDir:
 
     # -- meta.json ---------------------------------------------------------------------
     def start(self, argv: list[str], extra: dict[str, Any]) -> None:
-        """Create the folder and record a new session in meta.json (status: running)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        meta_path = self.path / "meta.json"
-        previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        """Record a new session in meta.json (status: running), after setting room aside for how it ends."""
+        previous = self.meta
         sessions = previous.get("sessions", [])
         if previous.get("status") == STATUS_RUNNING:  # the last process died without recording how it ended
             reason = "the process ended without recording a status (killed, out of memory, power loss?)"
@@ -142,11 +219,15 @@ class ResultsDir:
             **extra,
             "sessions": sessions,
         }
-        self._save_meta()
+        # A full disk must not leave meta.json saying "running": the room for the last words is taken first,
+        # random bytes so that no compressing file system shrinks it, and given back by finish().
+        reserve = max(RESERVE_BYTES, 2 * len(json_bytes(self.meta)))
+        atomic_write_bytes(self.path / RESERVE, os.urandom(reserve), durable=False)
+        atomic_write_json(self.path / "meta.json", self.meta)
 
-    def update_meta(self, **values: Any) -> None:
-        self.meta.update(values)
-        self._save_meta()
+    def release_reserve(self) -> None:
+        """Free the room set aside by ``start`` (for the error line and meta.json of a run that filled the disk)."""
+        (self.path / RESERVE).unlink(missing_ok=True)
 
     def finish(self, status: str, reason: str | None = None) -> None:
         """Record how this session ended; the previous sessions stay listed in ``sessions``."""
@@ -157,19 +238,20 @@ class ResultsDir:
             *self.meta["sessions"],
             _session(self.meta["start_time"], end, duration, status, reason),
         ]
-        self._save_meta()
-
-    def _save_meta(self) -> None:
+        self.release_reserve()
         try:
             atomic_write_json(self.path / "meta.json", self.meta)
-        except OSError as err:  # e.g. disk full: say so on the terminal rather than lose the real error
-            print(f"warning: could not update {self.path / 'meta.json'}: {err}", file=sys.__stderr__)
+        except OSError as err:  # even with the reserve given back: say so on the terminal at least
+            print(f"warning: could not record the end of the run in {self.path / 'meta.json'}: {err}",
+                  file=sys.__stderr__)  # fmt: skip
 
     # -- stdout.txt / stderr.txt ---------------------------------------------------------
     def capture_output(self) -> None:
         """Copy everything printed to stdout.txt / stderr.txt (appended on resume)."""
         for name in ("stdout", "stderr"):
-            log = open(self.path / f"{name}.txt", "a", buffering=1, encoding="utf-8")
+            path = self.path / f"{name}.txt"
+            _unshare(path)
+            log = _open_append(path)
             original = getattr(sys, name)
             self._streams.append((name, original, log))
             setattr(sys, name, Tee(original, log))
@@ -182,6 +264,13 @@ class ResultsDir:
             except OSError:
                 pass
         self._streams.clear()
+
+    def report(self, line: str) -> None:
+        """Print ``line`` to stderr, and to stderr.txt if it can still be written (the terminal gets it first)."""
+        try:
+            print(line, file=sys.stderr)
+        except OSError:
+            pass
 
     @property
     def terminal(self) -> TextIO:
@@ -196,11 +285,13 @@ class ResultsDir:
     def append_history(self, row: dict[str, Any]) -> None:
         """Append one epoch's row; it survives a power cut once ``sync_history`` has run."""
         new = not self.history_path.exists() or self.history_path.stat().st_size == 0
-        with open(self.history_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        with _open_append(self.history_path) as f:
+            f.write(text.getvalue().encode())
 
     def sync_history(self) -> None:
         """fsync history.csv: the trainer calls it before each checkpoint, which must not outlive its rows.
@@ -211,13 +302,31 @@ class ResultsDir:
         fsync_file(self.history_path)
 
     def truncate_history(self, last_epoch: int) -> None:
-        """Drop rows after ``last_epoch`` (written after the checkpoint we resume from)."""
-        if not self.history_path.exists():
+        """Keep the rows of epochs 1..``last_epoch`` (those the checkpoint we resume from covers); drop the rest.
+
+        Rows written after that checkpoint, complete or cut short by a kill or a
+        full disk, are dropped.  Raises ``ResultsDirError`` if a covered row is
+        missing or damaged.
+        """
+        if last_epoch == 0:
+            self.history_path.unlink(missing_ok=True)
             return
-        with open(self.history_path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            rows = [row for row in reader if int(row["epoch"]) <= last_epoch]
+        problem = "it is missing"
+        if self.history_path.exists():
+            try:
+                with open(self.history_path, newline="", encoding="utf-8") as f:
+                    reader = csv.DictReader(f)
+                    fields = reader.fieldnames or []
+                    rows = list(itertools.islice(reader, last_epoch))
+                epochs = [int(row["epoch"]) for row in rows if None not in row and None not in row.values()]
+                problem = "" if epochs == list(range(1, last_epoch + 1)) else f"it has rows of epochs {epochs[:10]}"
+            except (ValueError, KeyError, csv.Error, UnicodeDecodeError) as err:
+                problem = f"{type(err).__name__}: {err}"
+        if problem:
+            raise ResultsDirError(
+                f"{self.history_path} must hold the rows of epochs 1..{last_epoch}, which the newest checkpoint covers, "
+                f"but {problem}; restore it, or move the results directory away to start again"
+            )
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=fields)
         writer.writeheader()
@@ -228,19 +337,34 @@ class ResultsDir:
     def copy_script(self, script: str | Path) -> None:
         script = Path(script)
         if script.is_file():
-            shutil.copy2(script, self.path / script.name)
+            atomic_write_bytes(self.path / script.name, script.read_bytes(), durable=False)
+
+
+def _refuse_links(folder: Path) -> None:
+    """Raise ``ResultsDirError`` naming the first symbolic link found inside ``folder``."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise ResultsDirError(f"{Path(root, name)} is a symbolic link: {LINKS_REFUSED}")
+
+
+def _unshare(path: Path) -> None:
+    """Give ``path`` an inode of its own if it has other hard links, so that appending to it changes nothing else."""
+    if path.exists() and path.stat().st_nlink > 1:
+        atomic_write_bytes(path, path.read_bytes(), durable=False)
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_bytes())
+        return True
+    except (ValueError, OSError):
+        return False
 
 
 def _session(start: str | None, end: str | None, duration: float | None, status: str, reason: str | None) -> dict:
     """One entry of meta.json's ``sessions``: how one process's part of the run went."""
     return {"start_time": start, "end_time": end, "duration_s": duration, "status": status, "reason": reason}
-
-
-def print_exception() -> str:
-    """Print the current traceback to stderr (and so to stderr.txt); return its last line."""
-    text = traceback.format_exc()
-    print(text, file=sys.stderr, end="")
-    return text.strip().splitlines()[-1]
 
 
 def versions() -> dict[str, str | None]:

@@ -2,9 +2,15 @@
 
 Schedulers warn a job before killing it (SLURM: ``--signal=USR1@120`` or
 SIGTERM on preemption, Kubernetes and ``kill``: SIGTERM, a terminal: Ctrl-C
-= SIGINT).  The handler only records the signal; the loop looks at the flag at
-the next step boundary, writes a checkpoint there and returns.  Nothing is
-saved from inside the handler, where the state may be half updated.
+= SIGINT), usually to the whole process group.  The handler only records the
+signal; the loop looks at the flag at the next step boundary, writes a
+checkpoint there and returns.  Nothing is saved from inside the handler, where
+the state may be half updated.
+
+``bin/train.py`` installs the handlers before its slow imports (``catch``), so
+a signal at any moment of a run, start-up included, is recorded rather than
+fatal.  DataLoader workers hold the group's signals back while they start and
+then leave them to the trainer (``data.py``).
 
 A second Ctrl-C stops without a new checkpoint (KeyboardInterrupt), for when
 even one more step is too long to wait; a checkpoint the background writer is
@@ -14,8 +20,10 @@ dropped, so the newest checkpoint on disk is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
@@ -56,3 +64,31 @@ class StopFlag:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+_PROCESS_FLAG: StopFlag | None = None
+
+
+def catch() -> StopFlag:
+    """Record stop signals from now until the process ends; every call returns the same flag."""
+    global _PROCESS_FLAG
+    if _PROCESS_FLAG is None:
+        _PROCESS_FLAG = StopFlag().__enter__()
+    return _PROCESS_FLAG
+
+
+@contextlib.contextmanager
+def held_back() -> Iterator[None]:
+    """Block the stop signals in this thread for the duration (processes forked meanwhile start with them blocked).
+
+    A signal that arrives meanwhile is handled by another thread of this
+    process, or right after the block.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..engine.cli import ConfigError
+from ..engine.cli import ConfigError, unknown
 from .cnn import CNN, CNNConfig
 from .common import NetworkConfig
 from .lenet import LeNet, LeNetConfig
@@ -35,7 +35,7 @@ NETWORKS: dict[str, tuple[type[nn.Module], type[NetworkConfig]]] = {
 def network_config(name: str) -> NetworkConfig:
     """The default config of network ``name`` (what ``--model=NAME`` selects)."""
     if name not in NETWORKS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(NETWORKS)}")
+        raise unknown("model", name, NETWORKS)
     return NETWORKS[name][1]()
 
 
@@ -48,4 +48,9 @@ def build_network(cfg, input_shape: Sequence[int], output_shape: int) -> nn.Modu
             f"model.input_shape={list(cfg.input_shape)} but the data has samples of shape {list(input_shape)}"
         )
     outputs = cfg.output_shape if cfg.output_shape is not None else output_shape
-    return network_cls(list(input_shape), outputs, **{name: cfg[name] for name in names})
+    arguments = {name: cfg[name] for name in names}
+    try:
+        return network_cls(list(input_shape), outputs, **arguments)
+    except (ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as err:  # e.g. a negative or huge size
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ConfigError(f"model {cfg.name} cannot be built with {arguments} for this data: {message}") from None

@@ -13,17 +13,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.cli import ConfigError
+from ..engine.cli import ConfigError, suggest
 
 BINARY_LOSSES = ("BCEWithLogitsLoss",)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _classes(module, base: type) -> list[str]:
+    """Names of the public subclasses of ``base`` in ``module`` (torch.nn losses, torch.optim optimizers)."""
+    return sorted(n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and n[0] != "_")
 
 
 def make_loss(name: str) -> nn.Module:
     """``torch.nn.<name>()``, checked to be a loss."""
     loss_cls = getattr(nn, name, None)
     if not (isinstance(loss_cls, type) and issubclass(loss_cls, nn.modules.loss._Loss)):
-        raise ConfigError(f"loss {name!r} is not a torch.nn loss (e.g. CrossEntropyLoss, BCEWithLogitsLoss)")
+        hint = suggest(name, _classes(nn, nn.modules.loss._Loss))
+        raise ConfigError(f"loss {name!r} is not a torch.nn loss{hint} (e.g. CrossEntropyLoss, BCEWithLogitsLoss)")
     return loss_cls()
 
 
@@ -31,7 +37,11 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     """``torch.optim.<cfg.name>`` with lr, weight_decay, momentum (if it takes one) and ``cfg.extra``."""
     optim_cls = getattr(torch.optim, cfg.name, None)
     if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
-        raise ConfigError(f"optimizer.name {cfg.name!r} is not a torch.optim optimizer (e.g. SGD, Adam, AdamW)")
+        choices = [n for n in _classes(torch.optim, torch.optim.Optimizer) if n != "Optimizer"]
+        raise ConfigError(
+            f"optimizer.name {cfg.name!r} is not a torch.optim optimizer{suggest(cfg.name, choices)}; "
+            f"choose one of: {', '.join(choices)}"
+        )
     kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if "momentum" in inspect.signature(optim_cls).parameters:
         kwargs["momentum"] = cfg.momentum

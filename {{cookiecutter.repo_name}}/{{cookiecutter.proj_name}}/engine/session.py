@@ -1,0 +1,148 @@
+"""One training session on a results directory, from taking the folder to the exit code.
+
+1. Take the folder (``ResultsDir.open``: create, lock, no symbolic link
+   inside), compare the config with the saved one, and build data, network and
+   trainer.  Any problem here is a usage error: one line, exit 2, and nothing
+   written (a folder made for the run is removed again).
+2. Record the session in meta.json (``running``), copy the output to
+   stdout.txt/stderr.txt, resume from the newest checkpoint and train.
+3. Record how it ended (``finished``, ``interrupted`` or ``failed`` and why) and
+   let the folder go.  A full disk cannot stop this: ``start`` set room aside.
+
+Exit codes: 0 finished (or nothing left to do), 1 the run failed (non-finite
+loss, disk full, unreadable checkpoints, a bug), 2 bad command line, config,
+data or RESULTS_DIR, or RESULTS_DIR in use (nothing was written), 128+N a stop
+signal N came (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM): the run wrote a
+checkpoint and stopped, or had already finished; run the same command to resume.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import signals
+from .checkpoint import CheckpointWriteError, UntrustedFileError, list_checkpoints
+from .cli import ConfigError
+from .loop import CheckpointMismatch, NonFiniteLoss, NoReadableCheckpoint, Trainer
+from .results import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir, is_disk_full
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Problems that deserve one line on stderr rather than a traceback.
+EXPECTED_ERRORS = (NonFiniteLoss, UntrustedFileError, NoReadableCheckpoint, CheckpointMismatch, ConfigError)
+# Before anything is written: a bad value, a missing data file, an unusable RESULTS_DIR.
+USAGE_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+Build = Callable[[ResultsDir, signals.StopFlag], Trainer]
+
+
+def run(
+    results_dir: str | Path,
+    argv: Sequence[str],
+    config: dict[str, Any],
+    build: Build,
+    resumable_changes: Iterable[str] = (),
+    allow_config_change: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> int:
+    """Train (or resume) the run in ``results_dir``; return the exit code.
+
+    ``config`` is the resolved config (config.json), ``build(results, stop)``
+    makes the trainer, ``resumable_changes`` are the config keys that may differ
+    from the saved config, ``meta`` extra fields for meta.json.
+    """
+    stop = signals.catch()
+    results = ResultsDir(results_dir)
+    try:
+        if stop.requested:  # during start-up (bin/train.py catches signals before its imports)
+            raise _Stopped
+        results.open()
+        try:
+            changes = results.check_config(config, resumable_changes, allow_any=allow_config_change)
+            trainer = build(results, stop)
+            if stop.requested:  # during the build: the newest checkpoint already holds where the run is
+                raise _Stopped
+        except BaseException:
+            results.close()
+            raise
+    except _Stopped:
+        print(f"{stop.name}: stopped before training started; run the same command to resume.", file=sys.stderr)
+        return signals.exit_code(stop.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print("Interrupted before training started.", file=sys.stderr)
+        return signals.exit_code(signal.SIGINT)
+    except USAGE_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # e.g. disk full while taking the folder
+        print(f"error: cannot use {results.path}: {err}", file=sys.stderr)
+        return EXIT_FAILED if is_disk_full(err) else EXIT_USAGE
+    return _train(results, trainer, stop, argv, config, changes, meta or {})
+
+
+class _Stopped(Exception):
+    """A stop signal came before training started."""
+
+
+def _train(
+    results: ResultsDir,
+    trainer: Trainer,
+    stop: signals.StopFlag,
+    argv: Sequence[str],
+    config: dict[str, Any],
+    changes: list[str],
+    meta: dict[str, Any],
+) -> int:
+    status, reason, code = STATUS_FAILED, None, EXIT_FAILED
+    try:
+        results.start(list(argv), meta)
+        results.capture_output()
+        if results.stale_lock:
+            print(f"Took over the lock left by a process that is gone: {results.stale_lock}")
+        for change in changes:
+            print(f"Resuming with a changed config: {change}")
+        trainer.resume()
+        results.write_config(config)  # only now: a config whose model cannot load the checkpoint is not kept
+        results.copy_script(argv[0])
+        stopped_by = trainer.fit()
+        if stopped_by:
+            status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
+            where = f"epoch {trainer.epoch}" + (f" + {trainer.batch} batches" if trainer.batch else "")
+            reason = f"{stopped_by}: stopped after a checkpoint at {where} (step {trainer.global_step})"
+            results.report(f"{reason}; run the same command to resume.")
+        else:
+            status, code = STATUS_FINISHED, EXIT_OK
+            reason = "early stopping" if trainer.stopped_early else None
+            print(f"Results in {results.path}")
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint
+        status, reason, code = STATUS_INTERRUPTED, "KeyboardInterrupt", signals.exit_code(signal.SIGINT)
+        results.report("Interrupted; run the same command again to resume from the last checkpoint.")
+    except (CheckpointWriteError, OSError) as err:  # disk full, quota, I/O error
+        results.release_reserve()  # room for the line below and meta.json
+        reason = f"{type(err).__name__}: {err}"
+        results.report(f"error: {err}; {_what_now(results)}")
+    except EXPECTED_ERRORS as err:
+        reason = f"{type(err).__name__}: {err}"  # expected problems: one line, no traceback
+        results.report(f"error: {err}")
+    except Exception:  # a bug: the whole traceback
+        results.release_reserve()
+        text = traceback.format_exc().rstrip()
+        reason = text.splitlines()[-1]
+        results.report(text)
+    finally:
+        if stop.requested and status != STATUS_FAILED:  # a signal after the last checkpoint still says "stopped"
+            code = signals.exit_code(stop.signum)
+        results.finish(status, reason)
+        results.close()
+    return code
+
+
+def _what_now(results: ResultsDir) -> str:
+    found = list_checkpoints(results.path)
+    if found:
+        return f"the newest checkpoint ({found[-1].name}) is intact: fix this, then run the same command to resume"
+    return "no checkpoint was written yet: fix this, then run the same command to start again"
