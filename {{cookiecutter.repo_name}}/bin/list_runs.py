@@ -3,7 +3,9 @@
 
 Finds every results directory (a folder with meta.json) below RUNS_DIR
 (default: runs) and shows its status, epochs, best validation accuracy, test
-accuracy (after bin/evaluate.py), model, data, start time and git commit.
+accuracy (after bin/evaluate.py), model, data, start time and git commit.  A
+file that cannot be read (damaged, edited by hand) is named in an
+``unreadable`` column; the other runs are listed as usual.
 """
 
 import argparse
@@ -13,26 +15,45 @@ from pathlib import Path
 
 
 def summarize(run: Path) -> dict:
+    """One row for the run in ``run``; a file that cannot be read is named in the row instead of stopping the table."""
     import pandas as pd
 
-    meta = json.loads((run / "meta.json").read_text())
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    row = {
-        "run": str(run),
-        "status": meta.get("status"),
-        "start": meta.get("first_start_time"),
-        "model": config.get("model", {}).get("name"),
-        "data": config.get("data", {}).get("name"),
-        "git": (meta.get("git_commit") or "")[:8] + ("+dirty" if meta.get("git_dirty") else ""),
-    }
+    row: dict = {"run": str(run)}
+    problems = []
+
+    def read_json(name: str) -> dict:
+        try:
+            value = json.loads((run / name).read_bytes())
+            return value if isinstance(value, dict) else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            problems.append(f"{name}: {type(err).__name__}")
+            return {}
+
+    meta, config, test = read_json("meta.json"), read_json("config.json"), read_json("test_metrics.json")
+    row.update(
+        status=meta.get("status"),
+        start=meta.get("first_start_time"),
+        model=(config.get("model") or {}).get("name"),
+        data=(config.get("data") or {}).get("name"),
+        git=(meta.get("git_commit") or "")[:8] + ("+dirty" if meta.get("git_dirty") else ""),
+        epochs=0,
+    )
     history = run / "history.csv"
-    frame = pd.read_csv(history) if history.is_file() and history.stat().st_size else pd.DataFrame()
-    row["epochs"] = int(frame["epoch"].max()) if len(frame) else 0
-    if len(frame) and "valid_acc" in frame:
-        row["best_valid_acc"] = frame["valid_acc"].max()
-    test = run / "test_metrics.json"
-    if test.is_file():
-        row["test_acc"] = json.loads(test.read_text()).get("test_acc")
+    if history.is_file() and history.stat().st_size:
+        try:
+            frame = pd.read_csv(history)
+            epochs = pd.to_numeric(frame["epoch"], errors="raise")
+            row["epochs"] = int(epochs.max()) if len(frame) else 0
+            if "valid_acc" in frame:
+                row["best_valid_acc"] = pd.to_numeric(frame["valid_acc"], errors="coerce").max()
+        except (ValueError, KeyError, pd.errors.ParserError) as err:  # headerless, cut short, edited by hand
+            problems.append(f"history.csv: {type(err).__name__}")
+    if "test_acc" in test:
+        row["test_acc"] = test["test_acc"]
+    if problems:
+        row["unreadable"] = "; ".join(problems)
     return row
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 
 from {{ cookiecutter.proj_name }}.configs import CONFIGS, SELECTORS, ExperimentConfig
 from {{ cookiecutter.proj_name }}.engine.cli import ConfigError, describe, load_config
-from {{ cookiecutter.proj_name }}.experiment import parse_and_check
+from {{ cookiecutter.proj_name }}.experiment import help_epilog, main_train, parse_and_check
 from {{ cookiecutter.proj_name }}.networks import NETWORKS, network_config
 
 REQUIRED_KEYS = ("model", "lr_schedule", "num_epochs", "batch_size", "seed", "device", "data.root")
@@ -175,8 +176,9 @@ def test_unknown_config():
 
 
 def test_unknown_model_name_lists_the_choices():
-    message = config_error("iris", "runs/x", "--model=transformer")
-    assert "transformer" in message
+    absent = "x" + max(NETWORKS, key=len)  # longer than every network's name: not one of them
+    message = config_error("iris", "runs/x", f"--model={absent}")
+    assert absent in message
     for name in NETWORKS:
         assert name in message
 
@@ -326,3 +328,108 @@ def test_bad_override_exits_2_with_one_line_and_writes_nothing(run_train, tmp_pa
     assert "num_epochs" in result.stderr and "int" in result.stderr
     assert "Traceback" not in result.stderr
     assert not results.exists()
+
+
+def test_closest_names_are_suggested():
+    assert "'Adam'" in config_error("iris", "runs/x", "--optimizer.name=adam")
+    assert "'MSELoss'" in config_error("iris", "runs/x", "--loss=mseloss")
+    assert "'optimizer.lr'" in config_error("iris", "runs/x", "--lr=0.1")
+    assert "'data.root'" in config_error("iris", "runs/x", "--root=x")
+    assert "'iris'" in config_error("Iris", "runs/x")
+
+
+def test_data_root_of_cifar10_follows_the_data_root_variable(monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", "/datasets/shared")
+    assert parse("cifar10", "runs/x").cfg.data.root == "/datasets/shared/cifar10"
+    monkeypatch.delenv("DATA_ROOT")
+    assert parse("cifar10", "runs/x").cfg.data.root == "data/cifar10"
+    assert parse("cifar10", "runs/x", "--data.root=/elsewhere").cfg.data.root == "/elsewhere"
+
+
+def test_help_columns_fit_long_network_names(monkeypatch):
+    """A network named longer than the others keeps the columns of --help aligned (each name, then its text)."""
+    long_name = "a_network_with_a_long_name"
+    monkeypatch.setitem(NETWORKS, long_name, NETWORKS["mlp"])
+    lines = help_epilog().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("models ")))
+    rows = [line for line in lines[start + 2 :] if line.startswith("  ") and line.split()[0] in NETWORKS]
+    assert {line.split()[0] for line in rows} == set(NETWORKS)
+    columns = {len(line) - len(line[2:].split(maxsplit=1)[1]) for line in rows}
+    assert len(columns) == 1, rows
+    assert columns.pop() > len(long_name) + 2
+
+
+# -- every key: a value is taken, or refused with one line before anything is written ----------------------
+
+BAD_VALUES = [
+    "-1", "0", "1", str(10**40), str(2**63), str(-(2**63) - 1), "10**40", "nan", "inf", "-inf", "1e400",
+    "abc", "", "null", "[]", "[-1]",
+]  # fmt: skip
+ALL_KEYS = sorted({row[0] for name in NETWORKS for row in describe(OmegaConf.structured(network_config(name)))})
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory) -> Path:
+    """CIFAR-10 binary files with 10 images each, for the image networks' arguments."""
+    root = tmp_path_factory.mktemp("cifar10")
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir()
+    records = bytes(range(256)) * (10 * 3073 // 256 + 1)
+    for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]:
+        data = bytearray(records[: 10 * 3073])
+        data[::3073] = bytes(i % 10 for i in range(10))  # the label bytes
+        (folder / name).write_bytes(bytes(data))
+    return root
+
+
+def assert_taken_or_refused(args: list[str], results: Path, capsys) -> None:
+    """``bin/train.py ARGS`` in this process: exit 0, or exit 2 with one ``error:`` line and no results directory."""
+    code = main_train(["train.py", args[0], str(results), "--num_epochs=0", "--device=cpu", *args[1:]])
+    err = capsys.readouterr().err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), f"{args}: {err}"
+        assert not results.exists(), f"{args}: refused, but {results} was written"
+    else:
+        assert code == 0, f"{args} exited {code}: {err}"
+
+
+@pytest.mark.parametrize("key", sorted({row[0] for row in describe(OmegaConf.structured(CONFIGS["iris"]()))}))
+def test_every_key_takes_a_value_or_refuses_it_with_one_line(key, tmp_path, capsys):
+    """The whole session, build included (num_epochs=0), for odd values of every key of the iris config."""
+    for index, value in enumerate(BAD_VALUES):
+        assert_taken_or_refused(["iris", f"--{key}={value}"], tmp_path / f"run_{index}", capsys)
+
+
+@pytest.mark.parametrize("key", [key for key in ALL_KEYS if key not in ("name", "input_shape", "output_shape")])
+def test_every_network_argument_takes_a_value_or_refuses_it_with_one_line(key, tiny_images, tmp_path, capsys):
+    for name in NETWORKS:
+        if key not in OmegaConf.structured(network_config(name)):
+            continue
+        for index, value in enumerate(BAD_VALUES):
+            args = ["cifar10", f"--data.root={tiny_images}", f"--model={name}", f"--model.{key}={value}"]
+            assert_taken_or_refused(args, tmp_path / f"{name}_{index}", capsys)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("--seed=-1", "seed=-1 must be >= 0"),
+        (f"--seed={2**70}", "seed"),
+        (f"--model.hidden_size={10**40}", "model.hidden_size"),
+        ("--model.hidden_size=-3", "model mlp cannot be built"),
+        ("--model.output_shape=2", "model.output_shape=2 but data.name='iris' has 3 classes"),
+        ("--model.input_shape=[5]", "model.input_shape=[5]"),
+        ("--loss=MSELoss", "loss=MSELoss cannot take this data"),
+        ("--optimizer.lr=-1", "optimizer SGD rejected"),
+        ("--data.validation_split=0.999", "leaves no training samples"),
+        ("--data.root=/no/such/file.csv", "/no/such/file.csv"),
+    ],
+)
+def test_bad_value_exits_2_with_one_line_and_writes_nothing(run_train, tmp_path, override, expected):
+    """Also values that only the data, the network or the optimizer can refute: refused before anything is written."""
+    results = tmp_path / "runs" / "x"
+    result = run_train("iris", results, "--device=cpu", override, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr
+    assert not (tmp_path / "runs").exists(), "the folders made for the run are removed again"

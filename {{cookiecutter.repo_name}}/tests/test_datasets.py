@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import urllib.request
@@ -251,7 +252,21 @@ def test_cifar_missing_files_and_no_network_is_a_file_not_found_error(tmp_path, 
     message = str(info.value)
     assert str(root) in message
     assert CIFAR_FOLDER in message
-    assert not (root / CIFAR_FOLDER).exists()
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == [], "a failed download leaves no folder (not even a misspelt data.root)"
+
+
+def test_training_without_cifar_is_one_line_and_writes_nothing(tmp_path):
+    """No data and no network: exit 2 with the reason; no results directory, no data.root, no word of a checkpoint."""
+    env = {**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    env = {key: value for key, value in env.items() if key.lower() != "no_proxy"}
+    root, results = tmp_path / "dta" / "cifar10", tmp_path / "runs" / "x"  # a misspelt data.root
+    result = run_script("bin/train.py", "cifar10", results, f"--data.root={root}", check=False, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: CIFAR-10 not found under"), result.stderr
+    assert "checkpoint" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cifar_incomplete_folder_is_not_used(tmp_path, no_network):
@@ -339,7 +354,8 @@ def test_train_and_evaluate_cifar10_on_tiny_files(tmp_path):
 def test_seed_000_commands_run_as_written(tmp_path, results, overrides):
     """``python bin/train.py cifar10 test_run --model.n_filters=10`` and friends, data under data.root."""
     write_cifar(tmp_path / "data" / "cifar10" / CIFAR_FOLDER)  # the cifar10 config's data.root, relative
-    run_script(PROJECT_ROOT / "bin" / "train.py", "cifar10", results, *overrides, cwd=tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "DATA_ROOT"}  # as on a machine without env.sh
+    run_script(PROJECT_ROOT / "bin" / "train.py", "cifar10", results, *overrides, cwd=tmp_path, env=env)
     config = read_json(tmp_path / results / "config.json")
     assert history_epochs(tmp_path / results) == list(range(1, config["num_epochs"] + 1))
     if results == "test_run":

@@ -15,8 +15,7 @@ from {{ cookiecutter.proj_name }}.training_models.xavier_init import XavierInitM
 
 FLAT = [4]  # Iris
 IMAGE = [3, 32, 32]  # CIFAR-10
-FLAT_NETWORKS = ("linear", "mlp", "mlp_fixed")
-IMAGE_NETWORKS = ("lenet", "cnn", "resnet18")
+SHAPES = {"table rows": FLAT, "images": IMAGE}  # the shipped data
 BATCH = 2
 
 
@@ -32,27 +31,31 @@ def experiment(*overrides: str):
     return load_config(CONFIGS, "iris", list(overrides), SELECTORS)
 
 
-def test_every_network_is_covered():
-    assert set(NETWORKS) == set(FLAT_NETWORKS) | set(IMAGE_NETWORKS)
-
-
-@pytest.mark.parametrize(
-    ("name", "input_shape"),
-    [(name, FLAT) for name in FLAT_NETWORKS]
-    + [(name, IMAGE) for name in IMAGE_NETWORKS]
-    + [(name, IMAGE) for name in FLAT_NETWORKS],  # the MLPs flatten images
-)
+@pytest.mark.parametrize("name", list(NETWORKS))  # a network added to NETWORKS is tested here at once
 @pytest.mark.parametrize("outputs", [1, 10])
-def test_forward_gives_batch_by_outputs(name, input_shape, outputs):
-    torch.manual_seed(0)
-    network = build(name, input_shape, outputs)
-    assert isinstance(network, torch.nn.Module)
-    network.eval()
-    with torch.no_grad():
-        out = network(torch.randn(BATCH, *input_shape))
-    assert out.shape == (BATCH, outputs)
-    assert out.dtype == torch.float32
-    assert torch.isfinite(out).all()
+def test_forward_gives_batch_by_outputs(name, outputs):
+    """On each shipped kind of data it takes, a network maps a batch to [batch, outputs]; it takes at least one.
+
+    A network that cannot take some data (a CNN given table rows) may fail to
+    build or to run on it: the trainer turns that into one line before anything
+    is written (``experiment.check_fit``).
+    """
+    taken = []
+    for kind, input_shape in SHAPES.items():
+        torch.manual_seed(0)
+        try:
+            network = build(name, input_shape, outputs)
+            network.eval()
+            with torch.no_grad():
+                out = network(torch.randn(BATCH, *input_shape))
+        except (ConfigError, RuntimeError):
+            continue
+        assert isinstance(network, torch.nn.Module)
+        assert out.shape == (BATCH, outputs), kind
+        assert out.dtype == torch.float32, kind
+        assert torch.isfinite(out).all(), kind
+        taken.append(kind)
+    assert taken, f"{name} takes none of the shipped kinds of data: {', '.join(SHAPES)}"
 
 
 @pytest.mark.parametrize("name", ["lenet", "cnn"])  # resnet18 is slow on a CPU; its forward pass is tested above

@@ -434,6 +434,16 @@ def test_json_run_with_three_outputs(run, results_dir):
     assert_epochs(results_dir, 2)
 
 
+def test_json_run_takes_overrides_after_the_results_directory(run, results_dir):
+    spec = json.dumps({"network": "linear", "num_epochs": 3})
+    run("training_scripts/run_experiment.py", spec, results_dir, "--num_epochs=1", "--optimizer.lr=0.2")
+    config = read_json(results_dir / "config.json")
+    assert config["num_epochs"] == 1 and config["optimizer"]["lr"] == 0.2 and config["model"]["name"] == "linear"
+    assert_epochs(results_dir, 1)
+    refused = run("training_scripts/run_experiment.py", spec, results_dir, "--num_epoch=2", check=False)
+    assert refused.returncode == 2 and "num_epochs" in refused.stderr
+
+
 def test_json_that_is_not_valid_exits_2(run, tmp_path):
     result = run("training_scripts/run_experiment.py", "{not json", tmp_path / "results", check=False)
     assert result.returncode == 2
@@ -488,6 +498,27 @@ def test_list_runs_lists_a_run_killed_in_its_first_epoch(run, finished_run, tmp_
     assert len(lines) == 2 and str(killed) in lines[1]
 
 
+def test_list_runs_names_unreadable_files_and_lists_the_other_runs(run, finished_run, tmp_path):
+    damage = {
+        "garbage_meta": ("meta.json", "{not json"),
+        "headerless_history": ("history.csv", "1,0.5,0.5\n2,0.4,0.6\n"),
+        "lone_line_break": ("history.csv", "\r\n"),
+        "cut_row": ("history.csv", (finished_run / "history.csv").read_text() + "4,0.3"),
+    }
+    for name, (file, text) in damage.items():
+        shutil.copytree(finished_run, tmp_path / "runs" / name)
+        (tmp_path / "runs" / name / file).write_text(text)
+    shutil.copytree(finished_run, tmp_path / "runs" / "intact")
+    table = tmp_path / "table.csv"
+    result = run("bin/list_runs.py", tmp_path / "runs", "--csv", table)
+    assert "Traceback" not in result.stderr
+    with open(table, newline="") as f:
+        rows = {Path(row["run"]).name: row for row in csv.DictReader(f)}
+    assert set(rows) == {*damage, "intact"}
+    assert "meta.json" in rows["garbage_meta"]["unreadable"]
+    assert rows["intact"]["unreadable"] == "" and int(rows["intact"]["epochs"]) == EPOCHS
+
+
 def test_list_runs_without_runs(run, tmp_path):
     result = run("bin/list_runs.py", tmp_path, check=False)
     assert result.returncode == 1
@@ -511,4 +542,5 @@ def test_baseline_experiments_script(tmp_path):
     assert read_json(runs / "iris_mlp_fixed" / "config.json")["model"]["name"] == "mlp_fixed"
     assert read_json(runs / "iris_mlp_xavier" / "config.json")["training_model"] == "XavierInitModel"
     assert read_json(runs / "iris_linear_binary_json" / "meta.json")["status"] == "finished"
+    assert history_epochs(runs / "iris_linear_binary_json") == [1], "EXTRA_ARGS apply to the JSON run too"
     assert "CIFAR10_ROOT is not set" in result.stdout

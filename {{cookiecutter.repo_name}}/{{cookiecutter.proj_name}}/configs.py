@@ -126,7 +126,7 @@ def check(cfg) -> None:
     """
     from .datasets import DATASETS
     from .training_models import TRAINING_MODELS
-    from .training_models.base import BINARY_LOSSES, make_loss
+    from .training_models.base import BINARY_LOSSES, make_loss, optimizer_class
 
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
@@ -137,6 +137,7 @@ def check(cfg) -> None:
         if OmegaConf.select(cfg, key) not in choices:
             raise unknown(key, OmegaConf.select(cfg, key), choices)
     make_loss(cfg.loss)
+    optimizer_class(cfg.optimizer.name)
     binary = cfg.loss in BINARY_LOSSES
     if binary != (cfg.model.output_shape == 1):
         raise ConfigError(

@@ -13,6 +13,7 @@ import argparse
 import json
 import random
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -102,7 +103,8 @@ def check_fit(model, split, transform, loss: str) -> None:
     the plain network (not its compiled version), random numbers forked.
     """
     x, y = split.x[:2].to(model.device), split.y[:2].to(model.device)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the error below says it; a warning before it would be a second line
         try:
             model.network.eval()
             model.loss(model.network(transform(x) if transform else x), y)
@@ -223,7 +225,7 @@ def help_epilog() -> str:
         rows = cli.describe(OmegaConf.structured(configs.SELECTORS["model"](name)))
         shared = ("name", "input_shape", "output_shape")
         args = ", ".join(f"{key}: {kind} = {value}" for key, kind, value in rows if key not in shared)
-        lines.append(f"  {name:<{width}} {args}")
+        lines.append(f"  {name:<{width}} {args or '(no arguments of its own)'}")
     from .datasets import DATASETS
 
     lines += ["", f"data.name:        {', '.join(DATASETS)}", f"training_model:   {', '.join(TRAINING_MODELS)}"]

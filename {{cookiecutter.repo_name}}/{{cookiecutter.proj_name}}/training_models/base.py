@@ -33,15 +33,21 @@ def make_loss(name: str) -> nn.Module:
     return loss_cls()
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    """``torch.optim.<cfg.name>`` with lr, weight_decay, momentum (if it takes one) and ``cfg.extra``."""
-    optim_cls = getattr(torch.optim, cfg.name, None)
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """``torch.optim.<name>``, checked to be an optimizer."""
+    optim_cls = getattr(torch.optim, name, None)
     if not (isinstance(optim_cls, type) and issubclass(optim_cls, torch.optim.Optimizer)):
         choices = [n for n in _classes(torch.optim, torch.optim.Optimizer) if n != "Optimizer"]
         raise ConfigError(
-            f"optimizer.name {cfg.name!r} is not a torch.optim optimizer{suggest(cfg.name, choices)}; "
+            f"optimizer.name {name!r} is not a torch.optim optimizer{suggest(name, choices)}; "
             f"choose one of: {', '.join(choices)}"
         )
+    return optim_cls
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """``torch.optim.<cfg.name>`` with lr, weight_decay, momentum (if it takes one) and ``cfg.extra``."""
+    optim_cls = optimizer_class(cfg.name)
     kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if "momentum" in inspect.signature(optim_cls).parameters:
         kwargs["momentum"] = cfg.momentum
