@@ -31,7 +31,7 @@ from .engine.loop import Trainer, TrainerOptions, evaluate
 from .engine.results import ResultsDir
 from .engine.session import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .engine.signals import StopFlag
-from .networks import NETWORKS, build_network
+from .networks import BAD_ARGUMENT, NETWORKS, build_network
 from .training_models import TRAINING_MODELS, build_training_model
 
 
@@ -108,7 +108,7 @@ def check_fit(model, split, transform, loss: str) -> None:
         try:
             model.network.eval()
             model.loss(model.network(transform(x) if transform else x), y)
-        except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        except BAD_ARGUMENT as err:
             raise cli.ConfigError(
                 f"the network and loss={loss} cannot take this data (samples of shape {list(x.shape[1:])}, "
                 f"targets of type {y.dtype}): {_first_line(err)}"

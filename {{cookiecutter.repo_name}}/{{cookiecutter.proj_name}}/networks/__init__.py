@@ -32,6 +32,10 @@ NETWORKS: dict[str, tuple[type[nn.Module], type[NetworkConfig]]] = {
 }
 
 
+# What a constructor raises for arguments it cannot take (torch raises AssertionError for some).
+BAD_ARGUMENT = (ValueError, TypeError, RuntimeError, ArithmeticError, MemoryError, AssertionError, IndexError)
+
+
 def network_config(name: str) -> NetworkConfig:
     """The default config of network ``name`` (what ``--model=NAME`` selects)."""
     if name not in NETWORKS:
@@ -51,6 +55,6 @@ def build_network(cfg, input_shape: Sequence[int], output_shape: int) -> nn.Modu
     arguments = {name: cfg[name] for name in names}
     try:
         return network_cls(list(input_shape), outputs, **arguments)
-    except (ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as err:  # e.g. a negative or huge size
+    except BAD_ARGUMENT as err:  # e.g. a negative or huge size
         message = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise ConfigError(f"model {cfg.name} cannot be built with {arguments} for this data: {message}") from None
