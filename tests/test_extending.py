@@ -89,8 +89,9 @@ def test_a_network_added_as_the_readme_says_passes_the_projects_own_tests(cookie
     tested = [line for line in tests.stdout.splitlines() if NETWORK_NAME in line and "PASSED" in line]
     assert len(tested) >= 3, "the project's tests did not pick the new network up"
 
+    command = ["bin/train.py", "iris", "runs/x", f"--model={NETWORK_NAME}", "--model.width=4", "--num_epochs=1"]
     trained = subprocess.run(
-        [sys.executable, "bin/train.py", "iris", "runs/x", f"--model={NETWORK_NAME}", "--model.width=4", "--num_epochs=1"],
+        [sys.executable, *command],
         cwd=project,
         capture_output=True,
         text=True,
