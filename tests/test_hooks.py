@@ -11,9 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HOOKS, SEED_ANSWERS, default_answers
+from conftest import HOOKS, PROJECT_TEMPLATE, SEED_ANSWERS, default_answers, emails, load_hook_from, texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 GIT = shutil.which("git")
 needs_git = pytest.mark.skipif(GIT is None, reason="git is not installed")
@@ -40,6 +45,20 @@ ACCEPTED = {
     "one-letter class": {"dataset_loading_class": "A"},
     "unicode text": {"readme_project_name": "Café ☕ «modèle»", "author_name": "Zoë Ångström"},
     "quotes and backslashes": {"project_desc": 'He said "hi" \\ ok', "author_name": 'O\'Brien "Bob" \\ Jr.'},
+    "emoji outside the BMP": {"project_desc": "Zoë 😀 🧪", "author_name": "Zoë 😀", "readme_project_name": "😀"},
+    "e-mail specials in the name": {"author_name": 'Smith, John <js@x> ; "J" @ home'},
+    "name that is only an emoji": {"author_name": "😀"},
+    "line separator in a text": {"project_desc": "one\u2028two"},
+    "odd but valid e-mails": {"author_email": "o'brien+{ml}|x~y@exämple.co.uk"},
+    "every dot-atom character": {"author_email": "!#$%&'*+-/=?^_`{|}~.a@x-1.y"},
+    "numeric domain": {"author_email": "a@1.2"},
+    "keyword as dataset": {"dataset": "class"},
+    "stdlib name as dataset": {"dataset": "sys"},
+    "dependency name as dataset": {"dataset": "yaml"},
+    "dunder dataset": {"dataset": "__main__"},
+    "class name OmegaConf": {"dataset_loading_class": "OmegaConf"},
+    "class name DataConfig": {"dataset_loading_class": "DataConfig"},
+    "upper-case package": {"proj_name": "Zoo_Net2"},
     "booleans as words": {"init_git": "yes", "setup_env": "No"},
     "booleans as digits": {"init_git": "1", "setup_env": "0"},
     "booleans as True/False": {"init_git": "True", "setup_env": "false"},
@@ -59,10 +78,17 @@ def test_validate_accepts(pre_gen, changes):
 PLAIN_FOLDER = "plain folder name"
 IDENTIFIER = "Python identifier"
 KEYWORD = "Python keyword"
-SHADOW = "would shadow"
-PROJECT_FOLDER = "name of a folder of the project"
+STDLIB = "would shadow a module of the standard library"
+DEPENDENCY = "would shadow a module of a dependency of the project"
+INSTALLED = "would shadow the module installed where cookiecutter runs, found at "
+RESERVED = "must not start with two underscores"
+PYTEST = "name pytest gives test modules"
+PROJECT_ENTRY = "name of a file or folder of the project"
+DEVICE = "device name on Windows"
 CLASS = "class name"
+BUILTIN = "is a Python builtin"
 TAKEN = "already used in the datasets package"
+GIT_NAME = "git refuses such a name"
 ONE_LINE = "one line of text"
 NOT_EMPTY = "must not be empty"
 EMAIL = "name@example.org"
@@ -90,6 +116,9 @@ REFUSED = [
     ("repo_name", "star*", "nor any of"),
     ("repo_name", "c:drive", "nor any of"),
     ("repo_name", None, "1 to 100 characters"),
+    ("repo_name", "nul", DEVICE),
+    ("repo_name", "CON.x", DEVICE),
+    ("repo_name", "com1", DEVICE),
     # proj_name: an importable package that hides nothing
     ("proj_name", "{{ 7*7 }}", IDENTIFIER),
     ("proj_name", "{% if 1 %}x{% endif %}", IDENTIFIER),
@@ -98,24 +127,46 @@ REFUSED = [
     ("proj_name", "1abc", IDENTIFIER),
     ("proj_name", "café", IDENTIFIER),
     ("proj_name", "", IDENTIFIER),
+    ("proj_name", "x" * 101, IDENTIFIER),
     ("proj_name", "class", KEYWORD),
     ("proj_name", "None", KEYWORD),
     ("proj_name", "match", KEYWORD),
     ("proj_name", "_", KEYWORD),
-    ("proj_name", "torch", SHADOW),
-    ("proj_name", "torchvision", SHADOW),
-    ("proj_name", "omegaconf", SHADOW),
-    ("proj_name", "os", SHADOW),
-    ("proj_name", "json", SHADOW),
-    ("proj_name", "typing", SHADOW),
-    ("proj_name", "tests", PROJECT_FOLDER),
-    ("proj_name", "bin", PROJECT_FOLDER),
-    ("proj_name", "training_scripts", PROJECT_FOLDER),
-    # dataset: a module prefix, same rules as proj_name
-    ("dataset", "import", KEYWORD),
-    ("dataset", "sys", SHADOW),
+    ("proj_name", "__main__", RESERVED),
+    ("proj_name", "__init__", RESERVED),
+    ("proj_name", "__x", RESERVED),
+    ("proj_name", "os", STDLIB),
+    ("proj_name", "json", STDLIB),
+    ("proj_name", "typing", STDLIB),
+    ("proj_name", "distutils", STDLIB),  # removed in 3.12, still stdlib on 3.10 and 3.11
+    ("proj_name", "tomllib", STDLIB),  # added in 3.11
+    ("proj_name", "torch", DEPENDENCY),
+    ("proj_name", "torchvision", DEPENDENCY),
+    ("proj_name", "omegaconf", DEPENDENCY),
+    ("proj_name", "yaml", DEPENDENCY),
+    ("proj_name", "google", DEPENDENCY),
+    ("proj_name", "sympy", DEPENDENCY),
+    ("proj_name", "typing_extensions", DEPENDENCY),
+    ("proj_name", "nvidia", DEPENDENCY),
+    ("proj_name", "_pytest", DEPENDENCY),
+    ("proj_name", "pip", DEPENDENCY),
+    ("proj_name", "pkg_resources", DEPENDENCY),
+    ("proj_name", "colorama", DEPENDENCY),  # tqdm and pytest on Windows
+    ("proj_name", "conftest", PYTEST),
+    ("proj_name", "test_cli", PYTEST),
+    ("proj_name", "model_test", PYTEST),
+    ("proj_name", "tests", PROJECT_ENTRY),
+    ("proj_name", "bin", PROJECT_ENTRY),
+    ("proj_name", "training_scripts", PROJECT_ENTRY),
+    ("proj_name", "License", PROJECT_ENTRY),  # the LICENSE file on a case-insensitive file system
+    ("proj_name", "Data", PROJECT_ENTRY),
+    ("proj_name", "aux", DEVICE),
+    ("proj_name", "LPT1", DEVICE),
+    # dataset: names the module <dataset>_loading, so any identifier will do
     ("dataset", "my-data", IDENTIFIER),
     ("dataset", "", IDENTIFIER),
+    ("dataset", "café", IDENTIFIER),
+    ("dataset", "d" * 101, IDENTIFIER),
     # dataset_loading_class: [A-Z][A-Za-z0-9]*, no keyword, no name taken
     ("dataset_loading_class", "irisLoader", CLASS),
     ("dataset_loading_class", "Iris_Loader", CLASS),
@@ -125,8 +176,17 @@ REFUSED = [
     ("dataset_loading_class", "", CLASS),
     ("dataset_loading_class", "None", KEYWORD),
     ("dataset_loading_class", "True", KEYWORD),
+    ("dataset_loading_class", "ValueError", BUILTIN),
+    ("dataset_loading_class", "Exception", BUILTIN),
+    ("dataset_loading_class", "NotImplemented", BUILTIN),
+    ("dataset_loading_class", "Ellipsis", BUILTIN),
+    ("dataset_loading_class", "FileNotFoundError", BUILTIN),
+    ("dataset_loading_class", "ExceptionGroup", BUILTIN),  # new in 3.11
+    ("dataset_loading_class", "PythonFinalizationError", BUILTIN),  # new in 3.13
     ("dataset_loading_class", "Cifar10Loader", TAKEN),
     ("dataset_loading_class", "Split", TAKEN),
+    ("dataset_loading_class", "Path", TAKEN),
+    ("dataset_loading_class", "DATASETS", TAKEN),
     # one-line texts
     ("readme_project_name", "Two\nlines", ONE_LINE),
     ("readme_project_name", "", NOT_EMPTY),
@@ -136,11 +196,36 @@ REFUSED = [
     ("project_desc", "escape \x1b[31m red", ONE_LINE),
     ("author_name", "", NOT_EMPTY),
     ("author_name", None, NOT_EMPTY),
+    ("author_name", ".", GIT_NAME),
+    ("author_name", "<>", GIT_NAME),
+    ("author_name", " ' , \\ ", GIT_NAME),
+    ("author_name", "Zoë\u200d😀", ONE_LINE),  # a zero-width joiner is a format character
     # e-mail
     ("author_email", "not-an-email", EMAIL),
     ("author_email", "a@b@c", EMAIL),
     ("author_email", "a b@c.d", EMAIL),
     ("author_email", "", EMAIL),
+    ("author_email", None, EMAIL),
+    # setuptools refuses these at install time (its schema, then email.headerregistry.Address)
+    ("author_email", "root@localhost", EMAIL),
+    ("author_email", "a,b@example.org", EMAIL),
+    ("author_email", "a>b@example.org", EMAIL),
+    ("author_email", "a<b@example.org", EMAIL),
+    ("author_email", "a;b@example.org", EMAIL),
+    ("author_email", "a:b@example.org", EMAIL),
+    ("author_email", "a\\b@example.org", EMAIL),
+    ("author_email", "a..b@example.org", EMAIL),
+    ("author_email", ".a@example.org", EMAIL),
+    ("author_email", "a.@example.org", EMAIL),
+    ("author_email", "zoë@example.org", EMAIL),
+    ("author_email", "a@example..org", EMAIL),
+    ("author_email", "a@example.org.", EMAIL),
+    ("author_email", "a(b)c@example.org", EMAIL),
+    # setuptools would take these (quoted names, address literals, odd domains): refused to keep the rule short
+    ("author_email", '"a,b"@example.org', EMAIL),
+    ("author_email", "a@[127.0.0.1]", EMAIL),
+    ("author_email", "a@-b.org", EMAIL),
+    ("author_email", "a@b_c.org", EMAIL),
     # license
     ("license", "GPL-3.0", CHOICE),
     ("license", "mit", CHOICE),
@@ -198,9 +283,122 @@ def test_main_prints_one_error_line(pre_gen, capsys, prompt, value):
     assert captured.out == ""
 
 
+def test_rendered_hook_prints_one_line_where_stderr_cannot_encode_the_value(tmp_path):
+    """A real process whose stderr is ASCII (a redirected Windows console): Python's stderr escapes what it cannot
+    encode, so the refusal of an emoji is still the one line."""
+    from cookiecutter.environment import StrictEnvironment
+
+    answers = answers_with(proj_name="模型😀")
+    source = (HOOKS / "pre_gen_project.py").read_text(encoding="utf-8")
+    script = tmp_path / "hook.py"
+    script.write_text(StrictEnvironment().from_string(source).render(cookiecutter=answers), encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == b""
+    lines = done.stderr.decode("ascii").splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "error: proj_name='\\u6a21\\u578b\\U0001f600' is not accepted: must be a Python identifier"
+    )
+
+
 def test_main_ignores_private_keys(pre_gen):
     answers = answers_with(_template="/x", _output_dir="/y", __prompts__={"a": "b"}, __year="2030")
     assert pre_gen.main(json.dumps(answers)) == 0
+
+
+# --------------------------------------------------------------------------- pre_gen_project: modules of this Python
+
+
+@pytest.mark.parametrize("kind", ["module", "package", "namespace package"])
+def test_proj_name_of_a_module_importable_here_is_refused_with_its_location(pre_gen, tmp_path, monkeypatch, kind):
+    """cookiecutter's own Python: a package of the same name would hide it when the project runs there (setup_env)."""
+    name = f"zz_planted_{kind.replace(' ', '_')}"
+    if kind == "module":
+        location = tmp_path / f"{name}.py"
+        location.write_text("raise SystemExit('imported')\n")  # find_spec must not import it
+    else:
+        (tmp_path / name).mkdir()
+        location = tmp_path / name
+        if kind == "package":
+            location = location / "__init__.py"
+            location.write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(pre_gen.AnswerError) as caught:
+        pre_gen.validate(answers_with(proj_name=name))
+    message = str(caught.value)
+    assert message == f"proj_name={name!r} is not accepted: {INSTALLED}{str(location)!r}"
+    assert name not in sys.modules
+
+
+def test_proj_name_beside_the_hook_itself_is_not_taken_for_a_module(tmp_path):
+    """cookiecutter runs the hook from a temporary file: whatever lies beside it is no module of the project's Python."""
+    copy = tmp_path / "pre_gen_project.py"
+    shutil.copy(HOOKS / "pre_gen_project.py", copy)
+    (tmp_path / "zz_beside_the_hook.py").write_text("")
+    (tmp_path / "zz_folder_beside").mkdir()
+    hook = load_hook_from(copy)
+    sys.path.insert(0, str(tmp_path))  # as when Python runs a script: its folder comes first
+    try:
+        assert hook.validate(answers_with(proj_name="zz_beside_the_hook")) is None
+        assert hook.validate(answers_with(proj_name="zz_folder_beside")) is None
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+# --------------------------------------------------------------------------- what the hook accepts, setuptools and TOML take
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(email=emails(), name=texts())
+def test_accepted_email_and_author_name_are_accepted_by_setuptools(pre_gen, email, name):
+    """Exactly what setuptools does with project.authors (config/_validate_pyproject, _apply_pyprojecttoml._people)."""
+    from email.headerregistry import Address
+
+    from setuptools.config.pyprojecttoml import validate
+
+    try:
+        pre_gen.validate(answers_with(author_email=email, author_name=name))
+    except pre_gen.AnswerError:
+        return
+    project = {"name": "x", "version": "0", "authors": [{"name": name, "email": email}]}
+    assert validate({"project": project}, "pyproject.toml")
+    address = Address(display_name=name, addr_spec=email)  # raises for what setuptools refuses
+    assert address.addr_spec == email  # the metadata holds the address as it was typed
+    assert str(address)
+
+
+def render_pyproject(answers: dict) -> str:
+    from cookiecutter.environment import StrictEnvironment
+
+    context = {"cookiecutter": answers}
+    source = (PROJECT_TEMPLATE / "pyproject.toml").read_text(encoding="utf-8")
+    return StrictEnvironment(context=context).from_string(source).render(**context)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(desc=texts(), name=texts(), email=emails())
+def test_accepted_texts_are_toml_strings_holding_exactly_the_answer(pre_gen, desc, name, email):
+    answers = answers_with(project_desc=desc, author_name=name, author_email=email)
+    try:
+        pre_gen.validate(answers)
+    except pre_gen.AnswerError:
+        return
+    project = tomllib.loads(render_pyproject(answers))["project"]
+    assert project["description"] == desc
+    assert project["authors"] == [{"name": name, "email": email}]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Zoë 😀", '\U0001f600 \\ "', 'a "b" \\ c \\u0041 \\n', "<b>&amp;</b> 'x' {{ }}", "one\u2028two", "🧪" * 50],
+)
+def test_pyproject_holds_texts_outside_the_bmp_and_escapes(text):
+    answers = answers_with(project_desc=text, author_name=text)
+    project = tomllib.loads(render_pyproject(answers))["project"]
+    assert project["description"] == text
+    assert project["authors"][0]["name"] == text
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
