@@ -17,4 +17,4 @@ signals.catch()  # before the slow imports: a scheduler's stop signal during sta
 from {{ cookiecutter.proj_name }}.experiment import main_train  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main_train(sys.argv))
+    sys.exit(signals.exit_status(main_train(sys.argv)))  # 128+N if a stop signal came; ignored from here on

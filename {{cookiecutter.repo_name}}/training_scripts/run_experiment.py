@@ -98,4 +98,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(signals.exit_status(main(sys.argv)))  # 128+N if a stop signal came; ignored from here on

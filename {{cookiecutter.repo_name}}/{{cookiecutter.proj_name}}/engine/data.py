@@ -102,15 +102,19 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     The parent's own SIGTERM (``Process.terminate``: the DataLoader's and
     multiprocessing's clean-up at exit) must still end the worker, or the
     interpreter would wait for it forever; only ``sigwaitinfo`` tells who sent it.
+    Without it (macOS) torch's own SIGTERM handler stays: it exits on the
+    parent's SIGTERM, and a group's SIGTERM ends the worker (the run fails, to
+    be resumed, but nothing hangs).  Windows ends workers without a signal.
     """
-    obey_parent = hasattr(signal, "sigwaitinfo")  # Linux; elsewhere SIGTERM is ignored too
+    posix = hasattr(signal, "pthread_sigmask")
+    linux = posix and hasattr(signal, "sigwaitinfo")
     for signum in SIGNALS:
-        if not (signum == signal.SIGTERM and obey_parent):
+        if not (signum == signal.SIGTERM and posix):
             signal.signal(signum, signal.SIG_IGN)  # also drops one that arrived while blocked
-    if obey_parent:  # SIGTERM stays blocked in every thread of the worker; this thread takes it
+    if linux:  # SIGTERM stays blocked in every thread of the worker; this thread takes it
         threading.Thread(target=_exit_when_the_parent_asks, args=(os.getppid(),), daemon=True).start()
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS) - {signal.SIGTERM})
+    if posix:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS) - ({signal.SIGTERM} if linux else set()))
 
 
 def _exit_when_the_parent_asks(parent: int) -> None:

@@ -10,7 +10,10 @@ the state may be half updated.
 ``bin/train.py`` installs the handlers before its slow imports (``catch``), so
 a signal at any moment of a run, start-up included, is recorded rather than
 fatal.  DataLoader workers hold the group's signals back while they start and
-then leave them to the trainer (``data.py``).
+then leave them to the trainer (``data.py``).  Once the run has decided its
+exit code the signals are ignored (``exit_status``, and at exit in any case):
+Python would otherwise give them their default action back while it tears
+down, and a signal then would kill a process whose work is done.
 
 A second Ctrl-C stops without a new checkpoint (KeyboardInterrupt), for when
 even one more step is too long to wait; a checkpoint the background writer is
@@ -20,6 +23,7 @@ dropped, so the newest checkpoint on disk is always complete.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import signal
 import threading
@@ -70,11 +74,40 @@ _PROCESS_FLAG: StopFlag | None = None
 
 
 def catch() -> StopFlag:
-    """Record stop signals from now until the process ends; every call returns the same flag."""
+    """Record stop signals from now until the process exits (then ignore them); every call returns the same flag."""
     global _PROCESS_FLAG
     if _PROCESS_FLAG is None:
         _PROCESS_FLAG = StopFlag().__enter__()
+        if _PROCESS_FLAG._previous:  # installed (main thread only)
+            # Called before torch and multiprocessing are imported (bin/train.py), this runs after their exit
+            # clean-up (atexit runs the last registered first): ending DataLoader workers still has the flag.
+            atexit.register(_ignore_stop_signals)
     return _PROCESS_FLAG
+
+
+def exit_status(code: int) -> int:
+    """The exit status of a program whose run returned ``code``; call it last: ``sys.exit(exit_status(main()))``.
+
+    128+N if ``code`` is 0 and a stop signal N came, even after the run
+    decided its code; from this call on the stop signals are ignored.
+    """
+    _ignore_stop_signals()
+    if code == 0 and _PROCESS_FLAG is not None and _PROCESS_FLAG.requested:
+        return exit_code(_PROCESS_FLAG.signum)
+    return code
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore the stop signals from now on (Python leaves an ignored signal ignored while it tears down)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in SIGNALS:
+        while True:
+            try:
+                signal.signal(signum, signal.SIG_IGN)  # runs the handler of a signal that just came, first
+                break
+            except KeyboardInterrupt:  # that was a second Ctrl-C: the flag already says SIGINT
+                continue
 
 
 @contextlib.contextmanager
