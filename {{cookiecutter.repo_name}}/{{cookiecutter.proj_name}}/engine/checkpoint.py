@@ -15,6 +15,7 @@ containers; JSON holds the rest.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -78,6 +79,21 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+@contextlib.contextmanager
+def names_file(path: str | Path):
+    """Name ``path`` in an ``OSError`` raised inside that names no file (a failed ``write`` does not).
+
+    The error line and meta.json's reason then say which write failed: a full
+    disk may stop any of them.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 def atomic_write_bytes(path: Path, data: bytes | memoryview, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one.
 
@@ -95,8 +111,10 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, durable: bool = Tru
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err  # a failed write names no file: name it
         raise
     if durable:
         fsync_dir(path.parent)

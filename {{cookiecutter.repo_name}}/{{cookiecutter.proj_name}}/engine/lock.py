@@ -78,9 +78,16 @@ class RunLock:
             self.stale = previous
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
         data = (json.dumps(record) + "\n").encode()
-        os.pwrite(fd, data, 0)  # write, then cut: a reader never sees an empty file
-        os.ftruncate(fd, len(data))
-        os.fsync(fd)
+        try:
+            os.pwrite(fd, data, 0)  # write, then cut: a reader never sees an empty file
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        except OSError:  # a full disk: leave no lock file (we hold the lock: nobody else uses this one)
+            try:
+                os.unlink(self.path)
+            finally:
+                os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:

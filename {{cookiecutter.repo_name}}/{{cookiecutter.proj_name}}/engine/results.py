@@ -13,8 +13,10 @@ events.out.tfevents.*            TensorBoard scalars
 from __future__ import annotations
 
 import csv
+import ctypes
 import datetime as dt
 import errno
+import functools
 import io
 import itertools
 import json
@@ -27,13 +29,23 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, fsync_file, json_bytes, list_checkpoints
+from .checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    fsync_file,
+    json_bytes,
+    list_checkpoints,
+    names_file,
+)
 from .cli import ConfigError, config_diff
 from .lock import LINKS_REFUSED, RunLock
 
 STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
 RESERVE = ".reserve"  # room set aside for meta.json and the error line of a run that fills the disk
 RESERVE_BYTES = 256 * 1024
+LOG_ROOM = 16 * 1024  # allocated past the end of stderr.txt for the error line of a run that fills the disk
+FALLOC_FL_KEEP_SIZE = 1
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -52,6 +64,38 @@ def is_disk_full(err: BaseException) -> bool:
             return True
         err = err.__cause__
     return False
+
+
+def _write_all(f, data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered file: a short write (the disk filled up halfway) is retried, so
+    that it fails with ENOSPC instead of silently leaving half a line."""
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) :]
+
+
+@functools.cache
+def _fallocate():
+    """glibc's (or musl's) ``fallocate``, which Python does not wrap with flags; None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = getattr(libc, "fallocate64", None) or libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    function.restype = ctypes.c_int
+    return function
+
+
+def _keep_room(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes past the end of file ``fd`` without changing its size (Linux), so that appending
+    them needs no room from the disk, even once another process has taken every page freed meanwhile.  Best
+    effort: nothing happens where that is not supported, or where the disk has no room left already."""
+    fallocate = _fallocate()
+    if fallocate is not None:
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, os.fstat(fd).st_size, size)
 
 
 def _open_append(path: Path):
@@ -81,9 +125,8 @@ class Tee:
                 self.stream.write(text)
             except OSError:  # BrokenPipeError and friends: stop echoing, keep training
                 self.terminal_ok = False
-        data = memoryview(text.encode("utf-8", "backslashreplace"))
-        while data:
-            data = data[self.log.write(data) :]
+        with names_file(self.log.name):
+            _write_all(self.log, text.encode("utf-8", "backslashreplace"))
         return len(text)
 
     def flush(self) -> None:
@@ -135,7 +178,8 @@ class ResultsDir:
                     raise ResultsDirError(f"cannot create RESULTS_DIR {self.path}: {folder} is not a folder") from None
                 self._created.append(folder)
         try:
-            self._lock.acquire()  # a second process on the same folder stops here (ResultsDirLocked)
+            with names_file(self._lock.path):  # a full disk can stop the lock's first write
+                self._lock.acquire()  # a second process on the same folder stops here (ResultsDirLocked)
             _refuse_links(self.path)
             self.meta = self._read_json("meta.json", "it lists the run's sessions; fix it, or delete it to start "
                                         "a new list (checkpoints and history are not in it)") or {}  # fmt: skip
@@ -220,17 +264,30 @@ class ResultsDir:
             "sessions": sessions,
         }
         # A full disk must not leave meta.json saying "running": the room for the last words is taken first,
-        # random bytes so that no compressing file system shrinks it, and given back by finish().
+        # random bytes so that no compressing file system shrinks it, and used by finish().  One left behind by
+        # a killed process goes first (replacing it would need its size twice).
+        self.release_reserve()
         reserve = max(RESERVE_BYTES, 2 * len(json_bytes(self.meta)))
         atomic_write_bytes(self.path / RESERVE, os.urandom(reserve), durable=False)
         atomic_write_json(self.path / "meta.json", self.meta)
 
     def release_reserve(self) -> None:
-        """Free the room set aside by ``start`` (for the error line and meta.json of a run that filled the disk)."""
+        """Free the room that ``start`` set aside (``finish`` writes meta.json in it)."""
         (self.path / RESERVE).unlink(missing_ok=True)
 
-    def finish(self, status: str, reason: str | None = None) -> None:
-        """Record how this session ended; the previous sessions stay listed in ``sessions``."""
+    def finish(self, status: str, reason: str | None = None, message: str | None = None) -> None:
+        """Record how this session ended (the previous sessions stay listed in ``sessions``), and print
+        ``message`` (an error line, a traceback) to stderr and stderr.txt.
+
+        A full disk cannot stop this.  The message goes into the room kept past
+        the end of stderr.txt (``capture_output``) or, where that is used up or
+        missing, into the end of the reserve that ``start`` set aside, given
+        back first; meta.json is written into the pages the reserve still holds
+        (overwritten in place, then renamed).  So a process that takes every
+        page freed meanwhile cannot take that room first.  The terminal gets the
+        message last, in one piece, with a note if meta.json could not be
+        written after all.
+        """
         end = utc_now()
         duration = round(time.monotonic() - self._started, 3)
         self.meta.update(status=status, end_time=end, duration_s=duration, reason=reason)
@@ -238,12 +295,71 @@ class ResultsDir:
             *self.meta["sessions"],
             _session(self.meta["start_time"], end, duration, status, reason),
         ]
-        self.release_reserve()
+        data = json_bytes(self.meta)
+        self._shrink_reserve(len(data))
+        if message is not None:
+            self._log_error(message)
+        problem = self._write_meta(data)
+        if problem is not None:
+            note = f"could not record the end of the run in {self.path / 'meta.json'}: {problem}"
+            message = f"warning: {note}" if message is None else f"{message} ({note})"
+        if message is not None:
+            try:
+                print(message, file=self.terminal, flush=True)
+            except (OSError, ValueError):  # a closed terminal
+                pass
+
+    def _shrink_reserve(self, size: int) -> None:
+        """Give back all of the reserve but its first ``size`` bytes."""
+        reserve = self.path / RESERVE
         try:
-            atomic_write_json(self.path / "meta.json", self.meta)
-        except OSError as err:  # even with the reserve given back: say so on the terminal at least
-            print(f"warning: could not record the end of the run in {self.path / 'meta.json'}: {err}",
-                  file=sys.__stderr__)  # fmt: skip
+            if reserve.stat().st_size > size:
+                os.truncate(reserve, size)
+        except OSError:
+            pass
+
+    def _write_meta(self, data: bytes) -> OSError | None:
+        """Replace meta.json by ``data``, in the reserve's own pages if there is a reserve; the error if it failed."""
+        meta, reserve = self.path / "meta.json", self.path / RESERVE
+        try:
+            fd = os.open(reserve, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                try:
+                    written = 0
+                    while written < len(data):
+                        written += os.pwrite(fd, data[written:], written)
+                    os.ftruncate(fd, len(data))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(reserve, meta)
+                fsync_dir(self.path)
+                return None
+            except OSError:  # e.g. a copy-on-write file system needs new room even to overwrite: the usual way
+                self.release_reserve()
+        try:
+            atomic_write_bytes(meta, data)
+        except OSError as err:
+            return err
+        return None
+
+    def _log_error(self, message: str) -> None:
+        """Append ``message`` to stderr.txt if it can be written (also before ``capture_output``: ``start`` failed)."""
+        data = (message + "\n").encode("utf-8", "backslashreplace")
+        logs = [log for name, _, log in self._streams if name == "stderr"]
+        try:
+            if logs:
+                _write_all(logs[0], data)
+            else:
+                path = self.path / "stderr.txt"
+                _unshare(path)
+                with _open_append(path) as log:
+                    _write_all(log, data)
+        except OSError:
+            pass
 
     # -- stdout.txt / stderr.txt ---------------------------------------------------------
     def capture_output(self) -> None:
@@ -252,6 +368,8 @@ class ResultsDir:
             path = self.path / f"{name}.txt"
             _unshare(path)
             log = _open_append(path)
+            if name == "stderr":  # room for the last words of a run that fills the disk (see finish)
+                _keep_room(log.fileno(), LOG_ROOM)
             original = getattr(sys, name)
             self._streams.append((name, original, log))
             setattr(sys, name, Tee(original, log))
@@ -264,13 +382,6 @@ class ResultsDir:
             except OSError:
                 pass
         self._streams.clear()
-
-    def report(self, line: str) -> None:
-        """Print ``line`` to stderr, and to stderr.txt if it can still be written (the terminal gets it first)."""
-        try:
-            print(line, file=sys.stderr)
-        except OSError:
-            pass
 
     @property
     def terminal(self) -> TextIO:
@@ -290,8 +401,8 @@ class ResultsDir:
         if new:
             writer.writeheader()
         writer.writerow(row)
-        with _open_append(self.history_path) as f:
-            f.write(text.getvalue().encode())
+        with names_file(self.history_path), _open_append(self.history_path) as f:
+            _write_all(f, text.getvalue().encode())
 
     def sync_history(self) -> None:
         """fsync history.csv: the trainer calls it before each checkpoint, which must not outlive its rows.
@@ -383,7 +494,10 @@ def git_info(where: Path) -> dict[str, Any]:
     """Commit and dirtiness of the git tree that holds the code (None outside git)."""
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+        # A session of its own: a stop signal to the run's process group must not kill git halfway.
+        out = subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10, start_new_session=True
+        )
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
         return out.stdout.strip()

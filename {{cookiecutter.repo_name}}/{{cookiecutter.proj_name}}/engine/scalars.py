@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .checkpoint import names_file
+
 _file_numbers = itertools.count()  # event file names must differ within a process, as TensorBoard's do
 
 
@@ -42,6 +44,7 @@ class ScalarLog:
     def __init__(self, folders: dict[str, Path], purge_steps: dict[str, int], max_delay_s: float = 10.0):
         self.folders, self.purge_steps, self.max_delay_s = folders, purge_steps, max_delay_s
         self._writers: dict[str, Any] = {}  # RecordWriters, opened by the first write (in the background writer)
+        self._paths: dict[str, Path] = {}  # their files, named in a failed write's error
         self._noted: list[tuple[str, str, float, int, float]] = []  # (axis, tag, value, step, time.time())
         self._oldest = 0.0  # time.monotonic() of the first note in _noted
 
@@ -81,9 +84,12 @@ class ScalarLog:
             events.setdefault((axis, step), (wall_time, []))[1].append(Summary.Value(tag=tag, simple_value=value))
         for (axis, step), (wall_time, values) in events.items():
             event = Event(wall_time=wall_time, step=step, summary=Summary(value=values))
-            self._writer(axis).write(event.SerializeToString())
+            writer = self._writer(axis)
+            with names_file(self._paths[axis]):
+                writer.write(event.SerializeToString())
         for axis in {axis for axis, _ in events}:
-            self._writers[axis].flush()  # to the OS: TensorBoard sees the points now, and after a kill
+            with names_file(self._paths[axis]):
+                self._writers[axis].flush()  # to the OS: TensorBoard sees the points now, and after a kill
 
     def _writer(self, axis: str):
         """The axis's event file, opened with the events TensorBoard expects first."""
@@ -94,11 +100,13 @@ class ScalarLog:
             folder = Path(self.folders[axis])
             folder.mkdir(parents=True, exist_ok=True)
             name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_numbers)}"
-            writer = RecordWriter(open(folder / name, "xb"))  # "x": never truncate another process's file
+            path = self._paths[axis] = folder / name
+            writer = RecordWriter(open(path, "xb"))  # "x": never truncate another process's file
+            self._writers[axis] = writer  # closed by close(), also if the writes below fail
             step, now = self.purge_steps[axis], time.time()
-            writer.write(Event(wall_time=now, step=step, file_version="brain.Event:2").SerializeToString())
-            # TensorBoard drops the events at or after `step` that were written before this one.
-            start = SessionLog(status=SessionLog.START)
-            writer.write(Event(wall_time=now, step=step, session_log=start).SerializeToString())
-            self._writers[axis] = writer
+            with names_file(path):
+                writer.write(Event(wall_time=now, step=step, file_version="brain.Event:2").SerializeToString())
+                # TensorBoard drops the events at or after `step` that were written before this one.
+                start = SessionLog(status=SessionLog.START)
+                writer.write(Event(wall_time=now, step=step, session_log=start).SerializeToString())
         return self._writers[axis]

@@ -6,8 +6,9 @@
    written (a folder made for the run is removed again).
 2. Record the session in meta.json (``running``), copy the output to
    stdout.txt/stderr.txt, resume from the newest checkpoint and train.
-3. Record how it ended (``finished``, ``interrupted`` or ``failed`` and why) and
-   let the folder go.  A full disk cannot stop this: ``start`` set room aside.
+3. Record how it ended (``finished``, ``interrupted`` or ``failed`` and why),
+   print why it stopped (one line, or a bug's traceback) and let the folder go.
+   A full disk cannot stop this: ``start`` set room aside.
 
 Exit codes: 0 finished (or nothing left to do), 1 the run failed (non-finite
 loss, disk full, unreadable checkpoints, a bug), 2 bad command line, config,
@@ -98,6 +99,7 @@ def _train(
     meta: dict[str, Any],
 ) -> int:
     status, reason, code = STATUS_FAILED, None, EXIT_FAILED
+    message = None  # for stderr and stderr.txt, printed by finish() once meta.json is written
     try:
         results.start(list(argv), meta)
         results.capture_output()
@@ -113,30 +115,29 @@ def _train(
             status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
             where = f"epoch {trainer.epoch}" + (f" + {trainer.batch} batches" if trainer.batch else "")
             reason = f"{stopped_by}: stopped after a checkpoint at {where} (step {trainer.global_step})"
-            results.report(f"{reason}; run the same command to resume.")
+            if not list_checkpoints(results.path):  # stopped before the first step of a new run
+                reason = f"{stopped_by}: stopped before the first step"
+            message = f"{reason}; run the same command to resume."
         else:
             status, code = STATUS_FINISHED, EXIT_OK
             reason = "early stopping" if trainer.stopped_early else None
             print(f"Results in {results.path}")
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint
         status, reason, code = STATUS_INTERRUPTED, "KeyboardInterrupt", signals.exit_code(signal.SIGINT)
-        results.report("Interrupted; run the same command again to resume from the last checkpoint.")
-    except (CheckpointWriteError, OSError) as err:  # disk full, quota, I/O error
-        results.release_reserve()  # room for the line below and meta.json
+        message = "Interrupted; run the same command again to resume from the last checkpoint."
+    except (CheckpointWriteError, OSError) as err:  # disk full, quota, I/O error: the error names the file
         reason = f"{type(err).__name__}: {err}"
-        results.report(f"error: {err}; {_what_now(results)}")
+        message = f"error: {err}; {_what_now(results)}"
     except EXPECTED_ERRORS as err:
         reason = f"{type(err).__name__}: {err}"  # expected problems: one line, no traceback
-        results.report(f"error: {err}")
+        message = f"error: {err}"
     except Exception:  # a bug: the whole traceback
-        results.release_reserve()
-        text = traceback.format_exc().rstrip()
-        reason = text.splitlines()[-1]
-        results.report(text)
+        message = traceback.format_exc().rstrip()
+        reason = message.splitlines()[-1]
     finally:
         if stop.requested and status != STATUS_FAILED:  # a signal after the last checkpoint still says "stopped"
             code = signals.exit_code(stop.signum)
-        results.finish(status, reason)
+        results.finish(status, reason, message)  # a full disk cannot stop this: start() set room aside
         results.close()
     return code
 

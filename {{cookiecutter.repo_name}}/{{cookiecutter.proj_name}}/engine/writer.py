@@ -80,7 +80,8 @@ class BackgroundWriter:
 
         A failure that was never raised in the training thread is printed,
         unless ``in_flight``, the exception the caller is handling, is of the
-        same kind (the same problem, seen twice).
+        same kind or has the same errno (the same problem, seen twice: a full
+        disk stops a checkpoint here and a log line there).
         """
         with self._changed:
             if abandon:
@@ -92,8 +93,11 @@ class BackgroundWriter:
             self._changed.notify_all()
         if thread is not None:
             thread.join()
-        if error is not None and type(error) is not type(in_flight):
-            print(f"error: a background write failed: {error}", file=sys.stderr)
+        if error is not None and not _same_problem(error, in_flight):
+            try:
+                print(f"error: a background write failed: {error}", file=sys.stderr)
+            except OSError:  # stderr.txt is on the disk that failed: the caller's own error says enough
+                pass
 
     def _idle(self) -> bool:
         return not (self._jobs or self._running)
@@ -124,3 +128,17 @@ class BackgroundWriter:
                 with self._changed:
                     self._running = False
                     self._changed.notify_all()
+
+
+def _same_problem(error: BaseException, other: BaseException | None) -> bool:
+    """Are ``error`` and ``other`` the same kind of failure (the same type, or OS errors with the same errno)?"""
+    return type(error) is type(other) or (_errno(error) is not None and _errno(error) == _errno(other))
+
+
+def _errno(error: BaseException | None) -> int | None:
+    """The errno of ``error`` or of the OS error that caused it (``CheckpointWriteError`` wraps one)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error.errno
+        error = error.__cause__
+    return None
