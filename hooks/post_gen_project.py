@@ -145,6 +145,7 @@ def main(answers: dict) -> int:
     print(f"  cd {project}")
     if not activate:
         print('  python -m venv .venv && source .venv/bin/activate && pip install -e ".[dev]"')
+        print("  (no torch yet? pip then takes a CUDA build of several GB: readme.md shows the CPU one)")
     print(f"  {activate}python bin/train.py iris runs/first")
     print("  python bin/evaluate.py runs/first")
     print("  pytest")
