@@ -111,7 +111,7 @@ def check_fit(model, split, transform, loss: str) -> None:
         except BAD_ARGUMENT as err:
             raise cli.ConfigError(
                 f"the network and loss={loss} cannot take this data (samples of shape {list(x.shape[1:])}, "
-                f"targets of type {y.dtype}): {_first_line(err)}"
+                f"targets of type {y.dtype}): {cli.first_line(err)}"
             ) from None
         finally:
             model.network.train()
@@ -171,14 +171,16 @@ def evaluate_run(results_dir: str | Path) -> dict[str, float]:
     try:
         built = build(OmegaConf.create(_read_json(results_dir / "config.json")), device, with_test=True)
     except (OmegaConfBaseException, KeyError, AttributeError) as err:  # edited by hand: keys missing or wrong
-        raise cli.ConfigError(f"{results_dir / 'config.json'} does not describe a run ({_first_line(err)})") from None
+        raise cli.ConfigError(
+            f"{results_dir / 'config.json'} does not describe a run ({cli.first_line(err)})"
+        ) from None
     model = built["model"]
     weights = load_tensors(results_dir / "model.pt", device)
     try:
         model.network.load_state_dict(weights)
     except RuntimeError as err:
         raise cli.ConfigError(
-            f"{results_dir / 'model.pt'} does not fit the run's network: {_first_line(err)}"
+            f"{results_dir / 'model.pt'} does not fit the run's network: {cli.first_line(err)}"
         ) from None
     return evaluate(model, built["batches"]["test"], prefix="test_")
 
@@ -197,11 +199,6 @@ def _read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise cli.ConfigError(f"{path} does not hold a JSON object")
     return value
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
 
 
 def help_epilog() -> str:

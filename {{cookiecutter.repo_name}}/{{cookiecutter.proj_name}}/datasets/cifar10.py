@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.cli import first_line
 from .common import Split, carve_validation
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -62,9 +63,8 @@ def find_folder(root: Path, download: bool = True) -> Path:
         try:
             download_and_extract_archive(URL, tmp, md5=MD5)
         except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise FileNotFoundError(
-                f"CIFAR-10 not found under {root} and the download failed ({first}). "
+                f"CIFAR-10 not found under {root} and the download failed ({first_line(err)}). "
                 f"Put the extracted {FOLDER}/ there (from {URL}) or set --data.root"
             ) from None
         root.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def load_config(
     try:
         OmegaConf.resolve(cfg)  # an interpolation such as ${oc.env:X} fails here, not mid-run
     except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot resolve the config: {_first_line(err)}") from None
+        raise ConfigError(f"cannot resolve the config: {first_line(err)}") from None
     return cfg
 
 
@@ -79,7 +79,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str], selectors: Mappin
             OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as err:
             expected = type_of(cfg, key)
-            raise ConfigError(f"--{key}={raw}: expected {expected} ({_first_line(err)})") from None
+            raise ConfigError(f"--{key}={raw}: expected {expected} ({first_line(err)})") from None
 
 
 def describe(cfg: DictConfig, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -188,7 +188,7 @@ def _parse_value(key: str, raw: str) -> Any:
     try:
         return OmegaConf.from_dotlist([f"value={raw}"])["value"]
     except Exception as err:  # yaml raises several unrelated types; all mean "cannot parse"
-        raise ConfigError(f"--{key}={raw}: cannot parse the value ({_first_line(err)})") from None
+        raise ConfigError(f"--{key}={raw}: cannot parse the value ({first_line(err)})") from None
 
 
 def _check_key(cfg: DictConfig, key: str) -> None:
@@ -235,6 +235,7 @@ def escape_unencodable_output() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (at most 300 characters), or its type's name: for one-line errors."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return text.splitlines()[0][:300] if text else type(err).__name__

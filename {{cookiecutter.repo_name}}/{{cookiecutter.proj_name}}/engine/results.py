@@ -57,15 +57,6 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """Is ``err`` (or what caused it) a full disk or an exhausted quota?"""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in DISK_FULL:
-            return True
-        err = err.__cause__
-    return False
-
-
 def _write_all(f, data: bytes) -> None:
     """Write all of ``data`` to an unbuffered file: a short write (the disk filled up halfway) is retried, so
     that it fails with ENOSPC instead of silently leaving half a line."""
@@ -98,10 +89,10 @@ def _keep_room(fd: int, size: int) -> None:
         fallocate(fd, FALLOC_FL_KEEP_SIZE, os.fstat(fd).st_size, size)
 
 
-def _open_append(path: Path):
-    """``open(path, "ab", buffering=0)``, refusing a symbolic link planted there (O_NOFOLLOW)."""
+def _open_nofollow(path: Path, mode: str = "ab"):
+    """``open(path, mode, buffering=0)``, refusing a symbolic link planted there (O_NOFOLLOW)."""
     return open(
-        path, "ab", buffering=0, opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        path, mode, buffering=0, opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
     )
 
 
@@ -218,9 +209,12 @@ class ResultsDir:
         """Compare with a saved config.json; return the allowed changes as lines, raise on others."""
         if not list_checkpoints(self.path):
             return []  # nothing trained yet (e.g. the last attempt failed on a bad value): the new config replaces it
-        if allow_any and not _is_json(self.path / "config.json"):
+        try:
+            saved = self._read_json("config.json", "restore it, or pass --allow-config-change to replace it")
+        except ResultsDirError:
+            if not allow_any:
+                raise
             return ["config.json was unreadable: replaced by this command's config"]
-        saved = self._read_json("config.json", "restore it, or pass --allow-config-change to replace it")
         if saved is None:
             return []
         diff = config_diff(saved, config)
@@ -321,20 +315,12 @@ class ResultsDir:
     def _write_meta(self, data: bytes) -> OSError | None:
         """Replace meta.json by ``data``, in the reserve's own pages if there is a reserve; the error if it failed."""
         meta, reserve = self.path / "meta.json", self.path / RESERVE
-        try:
-            fd = os.open(reserve, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            fd = None
-        if fd is not None:
+        if reserve.exists():
             try:
-                try:
-                    written = 0
-                    while written < len(data):
-                        written += os.pwrite(fd, data[written:], written)
-                    os.ftruncate(fd, len(data))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                with _open_nofollow(reserve, "r+b") as f:
+                    _write_all(f, data)
+                    f.truncate(len(data))
+                    os.fsync(f.fileno())
                 os.replace(reserve, meta)
                 fsync_dir(self.path)
                 return None
@@ -356,7 +342,7 @@ class ResultsDir:
             else:
                 path = self.path / "stderr.txt"
                 _unshare(path)
-                with _open_append(path) as log:
+                with _open_nofollow(path) as log:
                     _write_all(log, data)
         except OSError:
             pass
@@ -367,7 +353,7 @@ class ResultsDir:
         for name in ("stdout", "stderr"):
             path = self.path / f"{name}.txt"
             _unshare(path)
-            log = _open_append(path)
+            log = _open_nofollow(path)
             if name == "stderr":  # room for the last words of a run that fills the disk (see finish)
                 _keep_room(log.fileno(), LOG_ROOM)
             original = getattr(sys, name)
@@ -401,7 +387,7 @@ class ResultsDir:
         if new:
             writer.writeheader()
         writer.writerow(row)
-        with names_file(self.history_path), _open_append(self.history_path) as f:
+        with names_file(self.history_path), _open_nofollow(self.history_path) as f:
             _write_all(f, text.getvalue().encode())
 
     def sync_history(self) -> None:
@@ -463,14 +449,6 @@ def _unshare(path: Path) -> None:
     """Give ``path`` an inode of its own if it has other hard links, so that appending to it changes nothing else."""
     if path.exists() and path.stat().st_nlink > 1:
         atomic_write_bytes(path, path.read_bytes(), durable=False)
-
-
-def _is_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_bytes())
-        return True
-    except (ValueError, OSError):
-        return False
 
 
 def _session(start: str | None, end: str | None, duration: float | None, status: str, reason: str | None) -> dict:

@@ -30,7 +30,7 @@ from . import signals
 from .checkpoint import CheckpointWriteError, UntrustedFileError, list_checkpoints
 from .cli import ConfigError
 from .loop import CheckpointMismatch, NonFiniteLoss, NoReadableCheckpoint, Trainer
-from .results import STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir, is_disk_full
+from .results import DISK_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Problems that deserve one line on stderr rather than a traceback.
@@ -81,7 +81,7 @@ def run(
         return EXIT_USAGE
     except OSError as err:  # e.g. disk full while taking the folder
         print(f"error: cannot use {results.path}: {err}", file=sys.stderr)
-        return EXIT_FAILED if is_disk_full(err) else EXIT_USAGE
+        return EXIT_FAILED if err.errno in DISK_FULL else EXIT_USAGE
     return _train(results, trainer, stop, argv, config, changes, meta or {})
 
 

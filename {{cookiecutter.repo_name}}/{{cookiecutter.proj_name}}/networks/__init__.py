@@ -13,7 +13,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..engine.cli import ConfigError, unknown
+from ..engine.cli import ConfigError, first_line, unknown
 from .cnn import CNN, CNNConfig
 from .common import NetworkConfig
 from .lenet import LeNet, LeNetConfig
@@ -56,5 +56,6 @@ def build_network(cfg, input_shape: Sequence[int], output_shape: int) -> nn.Modu
     try:
         return network_cls(list(input_shape), outputs, **arguments)
     except BAD_ARGUMENT as err:  # e.g. a negative or huge size
-        message = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise ConfigError(f"model {cfg.name} cannot be built with {arguments} for this data: {message}") from None
+        raise ConfigError(
+            f"model {cfg.name} cannot be built with {arguments} for this data: {first_line(err)}"
+        ) from None
