@@ -1,9 +1,9 @@
 """A baked project extended as its readme says keeps passing its own tests.
 
 The readme tells a user how to add a network (a module with an ``nn.Module``
-and a config dataclass, both registered in ``NETWORKS``).  The project's tests
-must pick it up by themselves: none may list the networks by hand or use a
-name a user may add as an example of an unknown one.
+whose typed, defaulted arguments are its config, registered in ``NETWORKS``).
+The project's tests must pick it up by themselves: none may list the networks
+by hand or use a name a user may add as an example of an unknown one.
 """
 
 from __future__ import annotations
@@ -20,20 +20,12 @@ NETWORK_MODULE = '''"""A small transformer encoder over the features of a sample
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .common import NetworkConfig, num_features
-
-
-@dataclass
-class TransformerConfig(NetworkConfig):
-    name: str = "transformer_classifier"
-    width: int = 8
-    heads: int = 2
+from .common import num_features
 
 
 class Transformer(nn.Module):
@@ -61,18 +53,19 @@ def test_a_network_added_as_the_readme_says_passes_the_projects_own_tests(cookie
     project = result.project_path
     package = project / default_answers()["proj_name"]
     readme = (project / "readme.md").read_text()
-    assert "add both to `NETWORKS`" in readme, "the readme's recipe changed: update this test"
+    assert "add the class to `NETWORKS`" in readme, "the readme's recipe changed: update this test"
 
     (package / "networks" / "transformer.py").write_text(NETWORK_MODULE)
     registry = package / "networks" / "__init__.py"
     text = registry.read_text()
     text = text.replace(
-        "from .resnet import ResNet18, ResNet18Config\n",
-        "from .resnet import ResNet18, ResNet18Config\nfrom .transformer import Transformer, TransformerConfig\n",
+        "from .resnet import ResNet18\n",
+        "from .resnet import ResNet18\nfrom .transformer import Transformer\n",
     )
+    assert "from .transformer import Transformer" in text, "the registry's imports changed: update this test"
     text, added = re.subn(
         r"(NETWORKS: .*? = \{\n(?:    .*\n)*?)\}",
-        rf'\1    "{NETWORK_NAME}": (Transformer, TransformerConfig),\n}}',
+        rf'\1    "{NETWORK_NAME}": Transformer,\n}}',
         text,
     )
     assert added == 1, "NETWORKS is no longer a literal dict: update this test"

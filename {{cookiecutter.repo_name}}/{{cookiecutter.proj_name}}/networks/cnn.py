@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
-
-from .common import NetworkConfig
-
-
-@dataclass
-class CNNConfig(NetworkConfig):
-    name: str = "cnn"
-    n_filters: int = 32
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
-
-from .common import NetworkConfig
-
-
-@dataclass
-class LeNetConfig(NetworkConfig):
-    name: str = "lenet"
 
 
 class LeNet(nn.Module):

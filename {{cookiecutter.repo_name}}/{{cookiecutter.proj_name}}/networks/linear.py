@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .common import NetworkConfig, num_features
-
-
-@dataclass
-class LinearConfig(NetworkConfig):
-    name: str = "linear"
+from .common import num_features
 
 
 class Linear(nn.Module):

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .common import NetworkConfig, num_features
-
-
-@dataclass
-class MLPConfig(NetworkConfig):
-    name: str = "mlp"
-    hidden_size: int = 64
-    num_hidden_layers: int = 1
-    dropout: float = 0.0
+from .common import num_features
 
 
 class MLP(nn.Module):

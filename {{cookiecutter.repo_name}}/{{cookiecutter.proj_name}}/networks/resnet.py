@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
-
-from .common import NetworkConfig
-
-
-@dataclass
-class ResNet18Config(NetworkConfig):
-    name: str = "resnet18"
 
 
 class ResNet18(nn.Module):
