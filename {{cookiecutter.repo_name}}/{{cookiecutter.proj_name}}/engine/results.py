@@ -1,7 +1,9 @@
 """The results directory: everything one run leaves behind, and nothing lost on resume.
 
 config.json    the fully resolved config
-meta.json      command, times, status, host, versions, device, git commit
+meta.json      command, times, status, host, versions, device, git commit; ``sessions``: one entry per process
+               (see ``_session``), with its command, config changes and the epochs it trained
+git_diff_<N>.patch               ``git diff HEAD`` of the code's git tree, if dirty, when session N started
 history.csv    one row per epoch
 model.pt       the newest weights (a state dict)
 loop_state.json + checkpoints/   what resume needs (see checkpoint.py)
@@ -47,6 +49,8 @@ RESERVE_BYTES = 256 * 1024
 LOG_ROOM = 16 * 1024  # allocated past the end of stderr.txt for the error line of a run that fills the disk
 FALLOC_FL_KEEP_SIZE = 1
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+GIT_DIFF_LIMIT = 10 * 2**20  # a larger diff of the code is not saved (the session's entry says so)
+GIT_DIFF_TIMEOUT_S = 30
 
 
 class ResultsDirError(ConfigError):
@@ -154,6 +158,9 @@ class ResultsDir:
         self._lock = RunLock(self.path)
         self._created: list[Path] = []  # folders made by open(); a run refused before start() removes them
         self._started: float | None = None
+        self._session: dict[str, Any] | None = None  # this session's entry of meta.json's sessions (from start())
+        self._config_changes: list[dict[str, Any]] | None = []  # found by check_config(), recorded by start()
+        self._resumed: tuple[int, int, int] | None = None  # (epoch, batch, step) the session resumed from
 
     # -- taking the folder -----------------------------------------------------------------
     def open(self) -> None:
@@ -206,18 +213,32 @@ class ResultsDir:
 
     # -- config ---------------------------------------------------------------------------
     def check_config(self, config: dict, allowed_changes: Iterable[str], allow_any: bool = False) -> list[str]:
-        """Compare with a saved config.json; return the allowed changes as lines, raise on others."""
+        """Compare with a saved config.json; return the allowed changes as lines, raise on others.
+
+        ``start`` records the differences in this session's entry of meta.json
+        (``config_changes``: ``{"key", "old", "new"}`` each; null if config.json
+        was unreadable), also those of a folder with no checkpoint yet, whose
+        config.json is replaced without a word.
+        """
+        self._config_changes = []
         if not list_checkpoints(self.path):
-            return []  # nothing trained yet (e.g. the last attempt failed on a bad value): the new config replaces it
+            try:  # nothing trained yet (e.g. the last attempt failed on a bad value): the new config replaces it
+                saved = self._read_json("config.json", "")
+            except ResultsDirError:
+                saved = None
+            self._config_changes = _changes(config_diff(saved, config) if saved is not None else [])
+            return []
         try:
             saved = self._read_json("config.json", "restore it, or pass --allow-config-change to replace it")
         except ResultsDirError:
             if not allow_any:
                 raise
+            self._config_changes = None
             return ["config.json was unreadable: replaced by this command's config"]
         if saved is None:
             return []
         diff = config_diff(saved, config)
+        self._config_changes = _changes(diff)
         allowed = set(allowed_changes)
         refused = [row for row in diff if row[0] not in allowed]
         if refused and not allow_any:
@@ -233,29 +254,49 @@ class ResultsDir:
 
     # -- meta.json ---------------------------------------------------------------------
     def start(self, argv: list[str], extra: dict[str, Any]) -> None:
-        """Record a new session in meta.json (status: running), after setting room aside for how it ends."""
+        """Record a new session in meta.json (status: running, its entry in ``sessions`` too), after setting
+        room aside for how it ends; save the code's uncommitted changes beside it (``git_diff_<N>.patch``)."""
         previous = self.meta
-        sessions = previous.get("sessions", [])
+        sessions = list(previous.get("sessions", []))
         if previous.get("status") == STATUS_RUNNING:  # the last process died without recording how it ended
             reason = "the process ended without recording a status (killed, out of memory, power loss?)"
-            sessions.append(_session(previous.get("start_time"), None, None, "died", reason))
+            if sessions and sessions[-1].get("status") == STATUS_RUNNING:  # its entry, as written when it started
+                sessions[-1] = {**sessions[-1], "status": "died", "reason": reason}
+            else:  # a meta.json written before sessions were listed from their start
+                sessions.append(_session(previous.get("start_time"), None, None, "died", reason))
         now = utc_now()
         self._started = time.monotonic()
+        code = Path(argv[0]).resolve().parent if argv else Path.cwd()
+        git = git_info(code)
+        diff, diff_note = git_diff(code) if git["git_dirty"] else (None, None)
+        patch = f"git_diff_{len(sessions) + 1}.patch" if diff is not None else None
+        command, hostname = [sys.executable, *argv], socket.gethostname()
+        self._session = {
+            **_session(now, None, None, STATUS_RUNNING, None),
+            "command": command,
+            "hostname": hostname,
+            **git,
+            "git_diff": patch,
+            "git_diff_note": diff_note,
+            "config_changes": self._config_changes,
+            "epochs": None,
+            "steps": None,
+        }
         self.meta = {
-            "command": [sys.executable, *argv],
+            "command": command,
             "cwd": str(Path.cwd()),
             "status": STATUS_RUNNING,
             "start_time": now,
             "end_time": None,
             "duration_s": None,
             "first_start_time": previous.get("first_start_time", previous.get("start_time", now)),
-            "hostname": socket.gethostname(),
+            "hostname": hostname,
             "platform": platform.platform(),
             "python": platform.python_version(),
             **versions(),
-            **git_info(Path(argv[0]).resolve().parent if argv else Path.cwd()),
+            **git,
             **extra,
-            "sessions": sessions,
+            "sessions": [*sessions, self._session],
         }
         # A full disk must not leave meta.json saying "running": the room for the last words is taken first,
         # random bytes so that no compressing file system shrinks it, and used by finish().  One left behind by
@@ -263,15 +304,32 @@ class ResultsDir:
         self.release_reserve()
         reserve = max(RESERVE_BYTES, 2 * len(json_bytes(self.meta)))
         atomic_write_bytes(self.path / RESERVE, os.urandom(reserve), durable=False)
+        if patch is not None:
+            try:  # a copy for the record: a failure (even a full disk) is noted, and the run goes on
+                atomic_write_bytes(self.path / patch, diff, durable=False)
+            except OSError as err:
+                self._session.update(git_diff=None, git_diff_note=f"not saved: {type(err).__name__}: {err}")
         atomic_write_json(self.path / "meta.json", self.meta)
+
+    def resumed(self, epoch: int, batch: int, step: int) -> None:
+        """Note where training resumed (epochs and batches done, optimisation steps done): ``finish`` records the
+        epochs and steps this session trained in its entry of meta.json."""
+        self._resumed = (epoch, batch, step)
 
     def release_reserve(self) -> None:
         """Free the room that ``start`` set aside (``finish`` writes meta.json in it)."""
         (self.path / RESERVE).unlink(missing_ok=True)
 
-    def finish(self, status: str, reason: str | None = None, message: str | None = None) -> None:
-        """Record how this session ended (the previous sessions stay listed in ``sessions``), and print
-        ``message`` (an error line, a traceback) to stderr and stderr.txt.
+    def finish(
+        self,
+        status: str,
+        reason: str | None = None,
+        message: str | None = None,
+        reached: tuple[int, int, int] | None = None,
+    ) -> None:
+        """Record how this session ended (in its entry of ``sessions`` too, with the epochs and steps it trained
+        from where it ``resumed`` to ``reached``: epochs and batches done, steps done), and print ``message``
+        (an error line, a traceback) to stderr and stderr.txt.
 
         A full disk cannot stop this.  The message goes into the room kept past
         the end of stderr.txt (``capture_output``) or, where that is used up or
@@ -283,12 +341,14 @@ class ResultsDir:
         written after all.
         """
         end = utc_now()
-        duration = round(time.monotonic() - self._started, 3)
+        duration = None if self._started is None else round(time.monotonic() - self._started, 3)
         self.meta.update(status=status, end_time=end, duration_s=duration, reason=reason)
-        self.meta["sessions"] = [
-            *self.meta["sessions"],
-            _session(self.meta["start_time"], end, duration, status, reason),
-        ]
+        if self._session is None:  # start() failed before it made this session's entry
+            self._session = _session(self.meta.get("start_time"), None, None, status, reason)
+            self.meta["sessions"] = [*self.meta.get("sessions", []), self._session]
+        # The entry only grows by the reason and two pairs of numbers: the reserve, twice meta.json at start, holds it.
+        self._session.update(end_time=end, duration_s=duration, status=status, reason=reason)
+        self._session.update(_trained(self._resumed, reached))
         data = json_bytes(self.meta)
         self._shrink_reserve(len(data))
         if message is not None:
@@ -452,8 +512,33 @@ def _unshare(path: Path) -> None:
 
 
 def _session(start: str | None, end: str | None, duration: float | None, status: str, reason: str | None) -> dict:
-    """One entry of meta.json's ``sessions``: how one process's part of the run went."""
+    """One entry of meta.json's ``sessions``: how one process's part of the run went.
+
+    ``start`` writes the entry (status running), with ``command`` (the
+    interpreter first), ``hostname``, ``git_commit``, ``git_dirty``,
+    ``git_diff`` (the file holding ``git diff HEAD`` of a dirty tree, else
+    null; ``git_diff_note`` says why one is missing) and ``config_changes``
+    (``[{"key", "old", "new"}]`` against the saved config.json: the values
+    from this session on; null if it was unreadable).  ``finish`` adds how it
+    ended and what it trained: ``epochs`` ``[first, last]`` (the first it
+    worked on, resumed inside it if ``steps`` says so, and the last it worked
+    on, complete unless the run stopped inside it) and ``steps`` ``[first,
+    last]`` optimisation steps, null if it trained none.  The entry of a
+    process that died keeps what ``start`` wrote, its status ``died``.
+    """
     return {"start_time": start, "end_time": end, "duration_s": duration, "status": status, "reason": reason}
+
+
+def _changes(diff: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
+    return [{"key": key, "old": old, "new": new} for key, old, new in diff]
+
+
+def _trained(resumed: tuple[int, int, int] | None, reached: tuple[int, int, int] | None) -> dict[str, Any]:
+    """``epochs`` and ``steps`` of a session's entry: those from ``resumed`` to ``reached`` (epoch, batch, step)."""
+    if resumed is None or reached is None or reached[2] <= resumed[2]:
+        return {"epochs": None, "steps": None}
+    last_epoch = reached[0] + 1 if reached[1] else reached[0]
+    return {"epochs": [resumed[0] + 1, last_epoch], "steps": [resumed[2] + 1, reached[2]]}
 
 
 def versions() -> dict[str, str | None]:
@@ -486,3 +571,20 @@ def git_info(where: Path) -> dict[str, Any]:
     except Exception:  # not a git tree, no commit yet, or git missing
         return {"git_commit": None, "git_dirty": None}
     return {"git_commit": commit, "git_dirty": dirty}
+
+
+def git_diff(where: Path, limit: int = GIT_DIFF_LIMIT) -> tuple[bytes | None, str | None]:
+    """``git diff HEAD`` (binary-safe, a patch ``git apply`` takes) of the git tree holding the code, to save beside
+    meta.json, or None and why not: no failure here may stop the run."""
+    command = ["git", "-C", str(where), "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
+               "--src-prefix=a/", "--dst-prefix=b/"]  # fmt: skip
+    try:  # a session of its own: a stop signal to the run's process group must not kill git halfway
+        out = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL, timeout=GIT_DIFF_TIMEOUT_S,
+                             start_new_session=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as err:
+        return None, f"not saved: {type(err).__name__}: {err}"
+    if out.returncode != 0:
+        return None, f"not saved: git diff exited with {out.returncode}"
+    if len(out.stdout) > limit:
+        return None, f"not saved: larger than {limit} bytes"
+    return (out.stdout, None) if out.stdout else (None, "not saved: git diff HEAD was empty")
