@@ -2,8 +2,9 @@
 """One table of every run under a folder: ``python bin/list_runs.py [RUNS_DIR] [--csv FILE]``.
 
 Finds every results directory (a folder with meta.json) below RUNS_DIR
-(default: runs) and shows its status, epochs, best validation accuracy, test
-accuracy (after bin/evaluate.py), model, data, start time and git commit.  A
+(default: runs) and shows its status, epochs, task, the monitored column's best value
+and epoch, best validation accuracy, test metrics (after bin/evaluate.py), model, data,
+start time and git commit.  A
 file that cannot be read (damaged, edited by hand) is named in an
 ``unreadable`` column; the other runs are listed as usual.
 """
@@ -32,11 +33,16 @@ def summarize(run: Path) -> dict:
             return {}
 
     meta, config, test = read_json("meta.json"), read_json("config.json"), read_json("test_metrics.json")
+    loop = read_json("loop_state.json")
     row.update(
         status=meta.get("status"),
         start=meta.get("first_start_time"),
         model=(config.get("model") or {}).get("name"),
         data=(config.get("data") or {}).get("name"),
+        task=config.get("task", "classification"),
+        monitor=loop.get("monitor"),
+        best=loop.get("best_value"),  # of the monitored column, at best_epoch
+        best_epoch=loop.get("best_epoch"),
         git=(meta.get("git_commit") or "")[:8] + ("+dirty" if meta.get("git_dirty") else ""),
         epochs=0,
     )
@@ -50,8 +56,7 @@ def summarize(run: Path) -> dict:
                 row["best_valid_acc"] = pd.to_numeric(frame["valid_acc"], errors="coerce").max()
         except (ValueError, KeyError, pd.errors.ParserError) as err:  # headerless, cut short, edited by hand
             problems.append(f"history.csv: {type(err).__name__}")
-    if "test_acc" in test:
-        row["test_acc"] = test["test_acc"]
+    row.update({key: value for key, value in test.items() if key.startswith("test_")})
     if problems:
         row["unreadable"] = "; ".join(problems)
     return row

@@ -194,20 +194,14 @@ def test_bad_device(device):
     assert "device" in message
 
 
-def test_binary_loss_needs_one_output():
+def test_binary_loss_needs_the_binary_task():
     message = config_error("iris", "runs/x", "--loss=BCEWithLogitsLoss")
-    assert "BCEWithLogitsLoss" in message
-    assert "output_shape" in message
+    assert "BCEWithLogitsLoss" in message and "task=binary" in message
 
 
-def test_one_output_needs_a_binary_loss():
-    message = config_error("iris", "runs/x", "--model.output_shape=1")
-    assert "output_shape" in message
-
-
-def test_binary_loss_with_one_output_is_accepted():
-    cfg = parse("iris", "runs/x", "--loss=BCEWithLogitsLoss", "--model.output_shape=1").cfg
-    assert cfg.model.output_shape == 1
+def test_binary_task_with_its_loss_is_accepted():
+    cfg = parse("iris", "runs/x", "--task=binary", "--loss=BCEWithLogitsLoss").cfg
+    assert cfg.task == "binary"
 
 
 @pytest.mark.parametrize(
@@ -417,9 +411,11 @@ def test_every_network_argument_takes_a_value_or_refuses_it_with_one_line(key, t
         (f"--seed={2**70}", "seed"),
         (f"--model.hidden_size={10**40}", "model.hidden_size"),
         ("--model.hidden_size=-3", "model mlp cannot be built"),
-        ("--model.output_shape=2", "model.output_shape=2 but data.name='iris' has 3 classes"),
+        ("--model.output_shape=2", "model.output_shape=2 does not fit task=classification"),
+        ("--model.output_shape=1", "which needs 3 output(s)"),
         ("--model.input_shape=[5]", "model.input_shape=[5]"),
-        ("--loss=MSELoss", "loss=MSELoss cannot take this data"),
+        ("--loss=MSELoss", "loss=MSELoss does not fit task=classification"),
+        ("--task=regression", "must be numeric"),
         ("--optimizer.lr=-1", "optimizer SGD rejected"),
         ("--data.validation_split=0.999", "leaves no training samples"),
         ("--data.root=/no/such/file.csv", "/no/such/file.csv"),

@@ -15,7 +15,7 @@ import torch
 from conftest import PROJECT_ROOT, history_epochs, read_history, read_json, run_script
 from omegaconf import OmegaConf
 
-from {{ cookiecutter.proj_name }}.configs import DataConfig
+from {{ cookiecutter.proj_name }}.configs import DataConfig, ExperimentConfig, check
 from {{ cookiecutter.proj_name }}.datasets import DATASETS, build_dataset
 from {{ cookiecutter.proj_name }}.datasets.cifar10 import Cifar10Loader, random_crop_flip
 from {{ cookiecutter.proj_name }}.engine.cli import ConfigError
@@ -34,6 +34,11 @@ RECORDS_PER_FILE = 10
 
 def data_config(**values):
     return OmegaConf.structured(DataConfig(**values))
+
+
+def run_config(task: str = "classification", **values):
+    """What ``build_dataset`` reads: the task and the data node."""
+    return OmegaConf.create({"task": task, "data": data_config(**values)})
 
 
 # -- Iris -------------------------------------------------------------------------------------
@@ -57,7 +62,7 @@ def dense_ranks(features: torch.Tensor) -> list[tuple[int, ...]]:
 def test_iris_loader_is_registered():
     assert LOADER.__name__ == "{{ cookiecutter.dataset_loading_class }}"
     assert DATASETS["iris"] is LOADER
-    assert isinstance(build_dataset(data_config()), LOADER)
+    assert isinstance(build_dataset(run_config()), LOADER)
 
 
 def test_iris_sizes_features_and_classes():
@@ -133,8 +138,10 @@ def test_iris_missing_csv_is_a_file_not_found_error(tmp_path):
 
 
 def test_unknown_dataset_name():
+    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg.data.name = "nope"
     with pytest.raises(ConfigError, match="nope"):
-        build_dataset(data_config(name="nope"))
+        check(cfg)
 
 
 # -- CIFAR-10 files -------------------------------------------------------------------------------
@@ -166,7 +173,7 @@ def cifar_root(tmp_path) -> tuple[Path, dict]:
 
 def cifar_loader(root: Path, **values):
     values = {"name": "cifar10", "root": str(root), "validation_split": 0.1, **values}
-    return build_dataset(data_config(**values))
+    return build_dataset(run_config(**values))
 
 
 def image_keys(images) -> Counter:

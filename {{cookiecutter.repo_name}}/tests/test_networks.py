@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import math
+from typing import Callable, Optional, Sequence
+
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
-from {{ cookiecutter.proj_name }}.configs import CONFIGS, SELECTORS
-from {{ cookiecutter.proj_name }}.engine.cli import ConfigError, load_config
+from {{ cookiecutter.proj_name }}.configs import CONFIGS, SELECTORS, check
+from {{ cookiecutter.proj_name }}.engine.cli import ConfigError, describe, load_config
 from {{ cookiecutter.proj_name }}.networks import NETWORKS, build_network, network_config
-from {{ cookiecutter.proj_name }}.training_models import TRAINING_MODELS, build_training_model
+from {{ cookiecutter.proj_name }}.training_models import TRAINING_MODELS
 from {{ cookiecutter.proj_name }}.training_models.base import BaseModel
 from {{ cookiecutter.proj_name }}.training_models.xavier_init import XavierInitModel
 
@@ -89,11 +95,95 @@ def test_input_shape_that_contradicts_the_data_is_a_config_error():
     assert build("mlp", FLAT, 3, input_shape=[4])(torch.randn(BATCH, 4)).shape == (BATCH, 3)
 
 
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_config_is_the_constructors_arguments(name):
+    """A setting is declared once: a network's config has exactly its constructor's arguments and defaults."""
+    parameters = list(inspect.signature(NETWORKS[name].__init__).parameters.values())[3:]  # after the shapes
+    cfg = network_config(name)
+    assert dataclasses.asdict(cfg) == {
+        "name": name, "input_shape": None, "output_shape": None, **{p.name: p.default for p in parameters}
+    }  # fmt: skip
+    assert type(network_config(name)) is type(cfg), "derived once, then cached"
+    assert network_config(name, output_shape=2).output_shape == 2
+
+
+class Tunable(nn.Module):
+    """A network with the kinds of arguments a user may write."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        output_shape: int,
+        width: int = 3,
+        scale: Optional[float] = None,
+        sizes: Sequence[int] = (2, 3),  # OmegaConf has no Sequence: any value
+        *,
+        activation: str = "relu",
+    ):
+        super().__init__()
+        self.seen = {"width": width, "scale": scale, "sizes": sizes, "activation": activation}
+        self.fc = nn.Linear(math.prod(input_shape), output_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_a_new_networks_arguments_are_typed_keys(monkeypatch):
+    monkeypatch.setitem(NETWORKS, "tunable", Tunable)
+    kinds = {key: kind for key, kind, _ in describe(OmegaConf.structured(network_config("tunable")))}
+    assert kinds == {
+        "name": "str", "input_shape": "Optional[List[int]]", "output_shape": "Optional[int]",
+        "width": "int", "scale": "Optional[float]", "sizes": "Any", "activation": "str",
+    }  # fmt: skip
+    cfg = experiment("model=tunable", "model.width=5", "model.scale=0.5", "model.sizes=[4, 5]", "model.activation=tanh")
+    seen = build_network(cfg.model, FLAT, 3).seen
+    assert seen == {"width": 5, "scale": 0.5, "sizes": seen["sizes"], "activation": "tanh"}
+    assert type(seen["sizes"]) in (list, tuple) and list(seen["sizes"]) == [4, 5], "plain values, not OmegaConf's"
+    assert list(build_network(OmegaConf.structured(network_config("tunable")), FLAT, 3).seen["sizes"]) == [2, 3]
+    for override in ("model.width=abc", "model.scale=abc", "model.width=1.5"):
+        with pytest.raises(ConfigError, match=rf"^--{override}: expected \w"):
+            experiment("model=tunable", override)
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp_fixed", "cnn"])
+def test_a_shipped_networks_arguments_are_type_checked(name):
+    key = next(f.name for f in dataclasses.fields(network_config(name)) if f.type is int and f.name != "output_shape")
+    with pytest.raises(ConfigError, match=rf"^--model.{key}=abc: expected int \("):
+        experiment(f"model={name}", f"model.{key}=abc")
+
+
+class NoDefault(nn.Module):
+    def __init__(self, input_shape: Sequence[int], output_shape: int, width: int):
+        super().__init__()
+
+
+class ForwardsEverything(nn.Module):
+    def __init__(self, input_shape: Sequence[int], output_shape: int, **kwargs):
+        super().__init__()
+
+
+class OddDefault(nn.Module):
+    def __init__(self, input_shape: Sequence[int], output_shape: int, activation: Callable = torch.relu):
+        super().__init__()
+
+
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [(NoDefault, "'width' needs a default"), (ForwardsEverything, "declare each argument by name"),
+     (OddDefault, "the default of 'activation'")],
+)  # fmt: skip
+def test_a_constructor_that_cannot_be_a_config_is_named(monkeypatch, network, expected):
+    monkeypatch.setitem(NETWORKS, "odd", network)
+    with pytest.raises(TypeError, match=expected) as info:
+        network_config("odd")
+    assert network.__qualname__ in str(info.value)
+
+
 def test_mlp_fixed_trains_only_its_output_layer():
     torch.manual_seed(0)
     cfg = experiment("model=mlp_fixed", "optimizer.weight_decay=0.1")
     network = build_network(cfg.model, FLAT, 3)
-    model = build_training_model(cfg.training_model, network, cfg)
+    model = TRAINING_MODELS[cfg.training_model](network, cfg)
     assert isinstance(model, BaseModel)
     before = {key: value.clone() for key, value in network.state_dict().items()}
     hidden = [key for key in before if key.startswith("hidden.")]
@@ -140,8 +230,10 @@ def test_xavier_init_differs_from_the_default_with_the_same_seed(name):
 def test_training_models_are_registered():
     assert TRAINING_MODELS["BaseModel"] is BaseModel
     assert TRAINING_MODELS["XavierInitModel"] is XavierInitModel
+    cfg = experiment()
+    cfg.training_model = "Nope"
     with pytest.raises(ConfigError, match="Nope"):
-        build_training_model("Nope", build("linear", FLAT, 3), experiment())
+        check(cfg)
 
 
 @pytest.mark.parametrize(("epoch", "lr"), [(1, 0.05), (2, 0.05), (3, 0.1), (99, 0.1), (100, 0.01), (500, 0.01)])
@@ -154,8 +246,8 @@ def test_lr_schedule(epoch, lr):
 
 def test_binary_step_with_one_logit():
     torch.manual_seed(0)
-    cfg = experiment("loss=BCEWithLogitsLoss", "model.output_shape=1")
-    model = BaseModel(build_network(cfg.model, FLAT, 3), cfg)
+    cfg = experiment("task=binary")
+    model = BaseModel(build_network(cfg.model, FLAT, 1), cfg)
     model.set_epoch(1)
     y = torch.tensor([0, 1, 1, 0])
     x = torch.randn(4, 4)
@@ -166,5 +258,5 @@ def test_binary_step_with_one_logit():
     loss, outputs, count = model.train_step([(x, y)])
     assert loss.ndim == 0 and torch.isfinite(loss) and count == len(y)
     assert torch.equal(outputs.squeeze(1), logits) and not outputs.requires_grad
-    predicted = model.predictions(outputs)
-    assert predicted.tolist() == (logits > 0).long().tolist()  # one logit per sample: class 1 iff logit > 0
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+    assert loss.item() == pytest.approx(expected.item())  # one logit per sample, class 1 against 0

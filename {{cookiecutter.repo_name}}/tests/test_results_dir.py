@@ -9,19 +9,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROJECT_ROOT, TIMEOUT_S, read_history, read_json, run_script
+from conftest import PROJECT_ROOT, TIMEOUT_S, kill_process, read_history, read_json, run_script, start_script
 
+from {{ cookiecutter.proj_name }}.engine.results import git_diff
 from {{ cookiecutter.proj_name }}.experiment import main_train
 
-IRIS = ("iris", "--device=cpu", "--num_epochs=3", "--checkpoint.min_interval_s=0", "--log_every_steps=2")
+IRIS = ("iris", "--device=cpu", "--num_epochs=3", "--log_every_steps=2")
 
 
 def train(results: Path, *args, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -68,7 +71,7 @@ def written_entries(finished: Path) -> list[str]:
 
 def test_every_written_entry_is_covered(finished):
     names = written_entries(finished)
-    for expected in ("meta.json", "stdout.txt", "train.py", "checkpoints", "steps", "model.pt", "best_model.pt"):
+    for expected in ("meta.json", "stdout.txt", "train.py", "checkpoints", "history.csv", "model.pt", "best_model.pt"):
         assert expected in names
     assert any(name.startswith("checkpoints/step_") and name.endswith("/state.pt") for name in names)
 
@@ -240,7 +243,7 @@ def test_a_crafted_weights_file_is_refused_in_memory_bounded_by_its_size(copy_of
 
     def command(folder: Path) -> tuple:
         if where == "model.pt":
-            return ("bin/evaluate.py", folder)
+            return ("bin/evaluate.py", folder, "--weights=last")
         return ("bin/train.py", IRIS[0], folder, *IRIS[1:], "--num_epochs=4")  # resumes from the newest checkpoint
 
     _, baseline, _ = run_measured(*command(copy_of("uncrafted")))
@@ -343,3 +346,99 @@ def test_evaluate_on_a_read_only_results_directory_prints_the_metrics_then_one_l
     assert "test_loss" in result.stdout and "test_acc" in result.stdout
     line = one_error_line(result)
     assert "test_metrics.json" in line and "Read-only file system" in line, line
+
+
+# -- meta.json: what each session ran -----------------------------------------------------------------------
+
+
+def test_a_resume_with_a_changed_config_records_its_command_the_changes_and_the_epochs(copy_of):
+    """Each entry of meta.json's sessions says what that process ran: with --allow-config-change, which values
+    changed and from which epoch on; a plain resume changes nothing."""
+    results = copy_of()
+    changed = ("--num_epochs=5", "--optimizer.lr=0.01")
+    result = train(results, *changed, "--allow-config-change")
+    assert "Resuming with a changed config: optimizer.lr: 0.05 -> 0.01" in result.stdout
+    train(results, *changed)  # the same command again: nothing to do, nothing changed
+    meta = read_json(results / "meta.json")
+    first, second, third = meta["sessions"]
+    assert [first["status"], second["status"], third["status"]] == ["finished"] * 3
+    expected = ["bin/train.py", IRIS[0], str(results), *IRIS[1:], *changed, "--allow-config-change"]
+    assert second["command"][1:] == expected
+    assert third["command"] == meta["command"] and third["command"][1:] == second["command"][1:-1]
+    for session in (first, second, third):
+        assert session["hostname"] == socket.gethostname()
+        assert (session["git_commit"], session["git_dirty"]) == (meta["git_commit"], meta["git_dirty"])
+    assert first["config_changes"] == [] and third["config_changes"] == []
+    changes = {change["key"]: (change["old"], change["new"]) for change in second["config_changes"]}
+    assert changes == {"num_epochs": (3, 5), "optimizer.lr": (0.05, 0.01)}
+    assert first["epochs"] == [1, 3] and second["epochs"] == [4, 5] and third["epochs"] is None
+    steps_per_epoch = first["steps"][1] // 3
+    assert first["steps"] == [1, 3 * steps_per_epoch]
+    assert second["steps"] == [3 * steps_per_epoch + 1, 5 * steps_per_epoch]
+    assert third["steps"] is None
+
+
+def test_a_session_is_listed_from_its_start_and_a_killed_one_keeps_that_entry(tmp_path):
+    results = tmp_path / "results"
+    args = ("bin/train.py", IRIS[0], results, "--device=cpu", "--num_epochs=400")
+    process = start_script(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (results / "meta.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the run never wrote meta.json"
+            time.sleep(0.02)
+        running = read_json(results / "meta.json")
+    finally:
+        kill_process(process)
+    assert running["status"] == "running" and len(running["sessions"]) == 1
+    entry = running["sessions"][0]
+    assert entry["status"] == "running" and entry["end_time"] is None and entry["start_time"] == running["start_time"]
+    assert entry["command"] == running["command"] and entry["config_changes"] == []
+    run_script(*args[:-1], "--num_epochs=1")  # resumes (nothing to do) or starts again: either way, quickly
+    died, last = read_json(results / "meta.json")["sessions"]
+    assert died["status"] == "died" and "killed" in died["reason"], died
+    assert {**died, "status": "running", "reason": None} == entry, "the entry is kept as written at its start"
+    assert last["status"] == "finished"
+
+
+def git(folder: Path, *args: str) -> str:
+    config = ("-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false")
+    done = subprocess.run(["git", *config, "-C", folder, *args], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_dirty_git_tree_saves_its_diff_beside_meta_json_and_a_clean_one_none(tmp_path):
+    """The code's uncommitted changes are saved as git_diff_<session>.patch, a patch that git applies; a clean tree
+    (after a commit) saves nothing.  The code runs from a git repository of its own, made here."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    code = tmp_path / "code"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("bin", "{{ cookiecutter.proj_name }}"):
+        shutil.copytree(PROJECT_ROOT / folder, code / folder, ignore=ignore)
+    git(code, "init", "-q")
+    git(code, "add", "-A")
+    git(code, "commit", "-q", "-m", "the code")
+    changed = code / "{{ cookiecutter.proj_name }}" / "__init__.py"
+    with open(changed, "a") as f:
+        f.write("# an uncommitted change\n")
+    results = tmp_path / "results"
+    command = (code / "bin" / "train.py", IRIS[0], results, *IRIS[1:])
+    run_script(*command, cwd=tmp_path)
+    session = read_json(results / "meta.json")["sessions"][0]
+    assert session["git_dirty"] is True and session["git_diff"] == "git_diff_1.patch", session
+    assert session["git_diff_note"] is None
+    patch = (results / "git_diff_1.patch").read_text()
+    assert "a/{{ cookiecutter.proj_name }}/__init__.py" in patch and "+# an uncommitted change" in patch
+    git(code, "apply", "--check", "--reverse", results / "git_diff_1.patch")
+    assert git_diff(code, limit=10) == (None, "not saved: larger than 10 bytes")
+    assert git_diff(tmp_path)[1].startswith("not saved: git diff exited")  # not a git tree
+
+    git(code, "commit", "-q", "-am", "the change")
+    run_script(*command, "--num_epochs=4", cwd=tmp_path)
+    meta = read_json(results / "meta.json")
+    first, second = meta["sessions"]
+    assert (second["git_dirty"], second["git_diff"], second["git_diff_note"]) == (False, None, None)
+    assert second["git_commit"] == meta["git_commit"] != first["git_commit"]
+    assert sorted(p.name for p in results.glob("git_diff_*")) == ["git_diff_1.patch"]

@@ -35,6 +35,7 @@ from {{ cookiecutter.proj_name }} import experiment
 from {{ cookiecutter.proj_name }}.networks import build_network
 
 EPOCHS = 3
+IRIS_STEPS_PER_EPOCH = 6  # 96 training rows in batches of 16
 RESULT_FILES = ("config.json", "meta.json", "history.csv", "model.pt", "loop_state.json", "stdout.txt", "stderr.txt")
 META_FIELDS = (
     "command", "start_time", "end_time", "duration_s", "hostname", "python", "torch", "torchvision",
@@ -62,10 +63,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def scalar_steps(results: Path, tag: str) -> list[int]:
+def epoch_steps(results: Path, tag: str = "train_loss") -> list[int]:
+    """The x values (global steps) of TensorBoard's ``epoch/<tag>`` points."""
     events = EventAccumulator(str(results))
     events.Reload()
-    return [event.step for event in events.Scalars(tag)]
+    return [event.step for event in events.Scalars(f"epoch/{tag}")]
 
 
 def assert_epochs(results: Path, last: int) -> None:
@@ -163,7 +165,7 @@ def test_train_acc_counts_every_training_sample_once(run_train, tmp_path, option
     with torch.no_grad():
         correct = (network(x).argmax(1) == y).sum().item()
     assert 0 < correct < len(y), "an untrained network: some right, some wrong"
-    assert float(read_history(results)[0]["train_acc"]) == pytest.approx(correct / len(y), abs=1e-12)
+    assert float(read_history(results)[0]["train_acc"]) == pytest.approx(correct / len(y), abs=1e-6)  # float32
 
 
 def test_model_pt_is_a_plain_state_dict(finished_run):
@@ -191,11 +193,12 @@ def test_logs_hold_the_output_without_carriage_returns(finished_run):
 def test_tensorboard_has_one_event_per_epoch(finished_run):
     events = EventAccumulator(str(finished_run))
     events.Reload()
-    assert set(SCALARS) <= set(events.Tags()["scalars"])
+    assert {f"epoch/{tag}" for tag in SCALARS} <= set(events.Tags()["scalars"])
     history = read_history(finished_run)
+    last_steps = [e * IRIS_STEPS_PER_EPOCH for e in range(1, EPOCHS + 1)]  # each epoch's point at its last step
     for tag in SCALARS:
-        scalars = events.Scalars(tag)
-        assert [event.step for event in scalars] == list(range(1, EPOCHS + 1)), tag
+        scalars = events.Scalars(f"epoch/{tag}")
+        assert [event.step for event in scalars] == last_steps, tag
         assert [event.value for event in scalars] == pytest.approx([float(row[tag]) for row in history], rel=1e-5)
 
 
@@ -217,7 +220,7 @@ def test_resume_continues_without_repeating_an_epoch(tmp_path):
     assert meta["status"] == "finished"
     assert [session["status"] for session in meta["sessions"]] == ["finished", "finished"]
     assert read_json(results / "loop_state.json")["epoch"] == 4
-    assert scalar_steps(results, "train_loss") == [1, 2, 3, 4]
+    assert epoch_steps(results) == [e * IRIS_STEPS_PER_EPOCH for e in range(1, 5)]
     stdout = (results / "stdout.txt").read_text()
     assert "epoch 2/2" in stdout and "epoch 4/4" in stdout, "stdout.txt is appended, not replaced"
 
@@ -265,42 +268,8 @@ def test_history_rows_after_the_last_checkpoint_are_dropped(run_train, copy_of):
     assert read_history(results)[:EPOCHS] == rows, "the rows of the checkpointed epochs are kept as they were"
 
 
-def test_epochs_shorter_than_min_interval_share_a_checkpoint_and_best_model_pt_stays_exact(run_train, tmp_path):
-    """checkpoint.min_interval_s skips epoch-end checkpoints, not results: the run ends with the same
-    history, model.pt and best_model.pt as one that checkpoints every epoch, though its best epoch was
-    never checkpointed."""
-    args = ("--num_epochs=12", "--optimizer.lr=1.0")  # lr 1.0: the best validation loss is not the last epoch's
-    every, spaced = tmp_path / "every", tmp_path / "spaced"
-    run_train("iris", every, *args, "--checkpoint.min_interval_s=0")
-    run_train("iris", spaced, *args, "--checkpoint.min_interval_s=3600")
-
-    def untimed(results: Path) -> list[dict]:
-        return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "time")} for row in read_history(results)]
-
-    def weights(path: Path) -> dict:
-        return torch.load(path, weights_only=True)
-
-    last_step = read_json(spaced / "loop_state.json")["global_step"]
-    steps_per_epoch = last_step // 12
-    assert [p.name for p in (spaced / "checkpoints").glob("step_*")] == [f"step_{last_step:09d}"]
-    every_steps = sorted(p.name for p in (every / "checkpoints").glob("step_*"))
-    assert every_steps == [f"step_{last_step - steps_per_epoch:09d}", f"step_{last_step:09d}"]
-    history = untimed(spaced)
-    assert history == untimed(every)
-    valid_losses = [float(row["valid_loss"]) for row in history]
-    assert valid_losses.index(min(valid_losses)) + 1 < 12, "the test needs a best epoch that was not checkpointed"
-    for name in ("model.pt", "best_model.pt"):
-        mine, theirs = weights(spaced / name), weights(every / name)
-        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), name
-    best, last = weights(spaced / "best_model.pt"), weights(spaced / "model.pt")
-    assert not all(torch.equal(best[k], last[k]) for k in best), "best_model.pt holds another epoch than model.pt"
-
-
 def kill_then_resume(folder: Path) -> dict:
-    """Start a long run, SIGKILL it once two epochs are logged and a checkpoint is written, then rerun it.
-
-    (Iris epochs take milliseconds: checkpoint.min_interval_s spaces their checkpoints a second apart.)
-    """
+    """Start a long run, SIGKILL it once two epochs are logged and a checkpoint is written, then rerun it."""
     results = folder / "results"
     args = ("iris", results, "--num_epochs=400")
     with open(folder / "killed_output.txt", "w") as out:
@@ -335,7 +304,7 @@ def test_resume_after_sigkill(tmp_path):
     meta = read_json(results / "meta.json")
     assert meta["status"] == "finished"
     assert [session["status"] for session in meta["sessions"]] == ["died", "finished"]
-    assert scalar_steps(results, "train_loss") == list(range(1, 401))
+    assert epoch_steps(results) == [e * IRIS_STEPS_PER_EPOCH for e in range(1, 401)]
 
 
 class Payload:
@@ -372,7 +341,7 @@ def test_evaluate_never_unpickles_model_pt(run, copy_of, tmp_path):
     results = copy_of()
     marker = tmp_path / "pwned"
     torch.save({"weight": Payload(marker)}, results / "model.pt")
-    result = run("bin/evaluate.py", results, check=False)
+    result = run("bin/evaluate.py", results, "--weights=last", check=False)
     assert result.returncode != 0
     assert not marker.exists()
 

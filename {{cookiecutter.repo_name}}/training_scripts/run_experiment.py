@@ -65,6 +65,8 @@ def to_overrides(spec: dict) -> list[str]:
                     add(f"optimizer.{arg}" if arg in OPTIMIZER_FIELDS else f"optimizer.extra.{arg}", arg_value)
         else:
             add(key, value)
+    if spec.get("loss") == "BCEWithLogitsLoss" and "task" not in spec:  # the seed's binary command: one logit
+        add("task", "binary")
     return overrides
 
 

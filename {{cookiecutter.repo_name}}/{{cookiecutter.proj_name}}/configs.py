@@ -15,22 +15,27 @@ from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 
-from .engine.cli import ConfigError, unknown
+from .engine.cli import ConfigError, check_settings, setting, unknown
+from .engine.loop import TrainingSettings
+from .metrics import METRICS, TASKS, metric_names
 from .networks import NETWORKS, network_config
-from .networks.cnn import CNNConfig
-from .networks.mlp import MLPConfig
+
+SEED_RANGE = {"low": 0, "high": 2**32 - 1}  # what NumPy's seeding takes
 
 
 @dataclass
 class DataConfig:
     name: str = "iris"  # a key of datasets.DATASETS
     root: str = ""  # where the data lives; "" = the loader's default (Iris: the CSV in the package)
-    validation_split: float = 0.2  # fraction of the training data held out for validation
-    split_seed: int = 0  # seed of the train/validation split (kept apart from `seed`)
+    targets: List[str] = field(default_factory=list)  # task=regression: the CSV's target columns ([]: the last)
+    validation_split: float = setting(0.2, low=0)  # fraction of the training data held out for validation
+    split_seed: int = setting(0, **SEED_RANGE)  # seed of the train/validation split (kept apart from `seed`)
     augment: bool = False  # random crop + flip (image data)
-    positive_class: int = 0  # with a one-output network: this class against the rest
-    loader: str = "memory"  # memory: tensors on the training device; dataloader: DataLoader with workers
-    num_workers: int = 2  # DataLoader worker processes (loader=dataloader only)
+    image_size: int = setting(32, low=1)  # imagefolder: images are resized to image_size x image_size
+    positive_class: int = setting(0, low=0)  # task=binary: this class against the rest
+    # auto: tensors on the training device when the loader returns tensors, else a DataLoader with workers
+    loader: str = setting("auto", choices=("auto", "memory", "dataloader"))
+    num_workers: int = setting(2, low=0, high=1024)  # DataLoader worker processes
 
 
 @dataclass
@@ -43,35 +48,24 @@ class OptimizerConfig:
 
 
 @dataclass
-class CheckpointConfig:
-    every_steps: int = 0  # also checkpoint every N optimisation steps inside an epoch (0: off)
-    every_minutes: float = 10.0  # ... and once this long has passed since the last checkpoint (0: off)
-    min_interval_s: float = 1.0  # epoch ends: skip the checkpoint if the last is younger (0: every epoch)
-    keep: int = 2  # newest checkpoints kept in RESULTS_DIR/checkpoints
-
-
-@dataclass
-class ExperimentConfig:
-    model: Any = field(default_factory=MLPConfig)  # the network; --model=NAME picks another
+class ExperimentConfig(TrainingSettings):  # num_epochs, monitor, checkpoint, ...: the loop's settings
+    task: str = setting("classification", choices=TASKS)
+    model: Any = field(default_factory=lambda: network_config("mlp"))  # the network; --model=NAME picks another
     training_model: str = "BaseModel"  # a key of training_models.TRAINING_MODELS
     data: DataConfig = field(default_factory=DataConfig)
-    loss: str = "CrossEntropyLoss"  # any torch.nn loss; BCEWithLogitsLoss needs model.output_shape=1
+    loss: str = "auto"  # a torch.nn loss that fits the task; auto: CrossEntropyLoss, BCEWithLogitsLoss, MSELoss
+    metrics: List[str] = field(default_factory=list)  # keys of metrics.METRICS; []: acc, or mae, rmse, r2
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_schedule: List[List[float]] = field(default_factory=list)  # [[from_epoch, lr], ...], epochs from 1
-    num_epochs: int = 30
-    batch_size: int = 16
-    seed: int = 0  # seeds weights, data order and augmentation
+    batch_size: int = setting(16, low=1)
+    seed: int = setting(0, **SEED_RANGE)  # seeds weights, data order and augmentation
     device: str = "auto"  # auto = cuda if available, else mps, else cpu
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # every epoch end, and more often
-    log_every_steps: int = 50  # read the training loss back and log it (TensorBoard, progress bar) every N steps
-    early_stopping_patience: int = 0  # stop after N epochs without a better valid_loss (0: off)
-    nonfinite_loss: str = "stop"  # a NaN/Inf training loss: stop (no checkpoint of that state) or skip the step
+    nonfinite_loss: str = setting("stop", choices=("stop", "skip"))  # a NaN/Inf loss: stop (no checkpoint) or skip
     # Speed: safe defaults; on a GPU try precision=bf16, channels_last=true, compile=true.
-    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; fp16 adds a grad scaler)
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))  # autocast; fp16 adds a grad scaler
     compile: bool = False  # torch.compile the network (slow first steps, faster after)
     channels_last: bool = False  # channels-last memory format for CNNs (faster on tensor cores)
-    grad_accum_steps: int = 1  # batches per optimisation step (effective batch = batch_size * N)
-    grad_clip_norm: float = 0.0  # clip the gradients' global norm to this (0: off)
+    grad_clip_norm: float = setting(0.0, low=0)  # clip the gradients' global norm to this (0: off)
     cudnn_benchmark: bool = False  # let cuDNN time its algorithms (faster convolutions, not bitwise reproducible)
 
 
@@ -83,7 +77,7 @@ def iris() -> ExperimentConfig:
 def cifar10() -> ExperimentConfig:
     """A small CNN (width n_filters) on CIFAR-10 with crop/flip augmentation; data under data.root."""
     return ExperimentConfig(
-        model=CNNConfig(n_filters=32),
+        model=network_config("cnn", n_filters=32),
         # $DATA_ROOT/cifar10, or data/cifar10 where DATA_ROOT is not set (see env.sh.example)
         data=DataConfig(name="cifar10", root="${oc.env:DATA_ROOT,data}/cifar10", validation_split=0.1, augment=True),
         optimizer=OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=5e-4),
@@ -93,7 +87,19 @@ def cifar10() -> ExperimentConfig:
     )
 
 
-CONFIGS = {"iris": iris, "cifar10": cifar10}
+def images() -> ExperimentConfig:
+    """A small CNN on your own images, read lazily from data.root/<class>/<image> (see datasets/imagefolder.py)."""
+    return ExperimentConfig(
+        model=network_config("cnn", n_filters=32),
+        # $DATA_ROOT/images, or data/images where DATA_ROOT is not set
+        data=DataConfig(name="imagefolder", root="${oc.env:DATA_ROOT,data}/images", augment=True),
+        optimizer=OptimizerConfig(lr=0.05, momentum=0.9, weight_decay=5e-4),
+        num_epochs=20,
+        batch_size=64,
+    )
+
+
+CONFIGS = {"iris": iris, "cifar10": cifar10, "images": images}
 
 # ``--model=NAME`` replaces the whole ``model`` node by that network's defaults.
 SELECTORS = {"model": network_config}
@@ -106,62 +112,47 @@ RESUMABLE_CHANGES = (
     "data.num_workers",
     "checkpoint.every_steps",
     "checkpoint.every_minutes",
-    "checkpoint.min_interval_s",
     "checkpoint.keep",
     "log_every_steps",
 )
-CHOICES = {
-    "precision": ("fp32", "bf16", "fp16"),
-    "nonfinite_loss": ("stop", "skip"),
-    "data.loader": ("memory", "dataloader"),
-}
 
 
 def check(cfg) -> None:
     """Checks that types alone cannot express; raises ConfigError with one readable line.
 
-    Values that only the data can refute (``model.output_shape``, the network's
-    arguments, the loss) are checked when the run is built, also before
-    anything is written (``experiment.build``).
+    Bounds and choices are declared with each field (``setting``).  Values
+    that only the data can refute (``model.output_shape``, the network's
+    arguments, a metric for the number of classes) are checked when the run is
+    built, also before anything is written (``experiment.build``).
     """
     from .datasets import DATASETS
     from .training_models import TRAINING_MODELS
-    from .training_models.base import BINARY_LOSSES, make_loss, optimizer_class
+    from .training_models.base import loss_name, optimizer_class
 
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
             raise ConfigError(f"{key}={value} is out of range: a 64-bit integer at most")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value} must be a finite number")
+    check_settings(cfg)
     for key, choices in {"model.name": NETWORKS, "data.name": DATASETS, "training_model": TRAINING_MODELS}.items():
         if OmegaConf.select(cfg, key) not in choices:
             raise unknown(key, OmegaConf.select(cfg, key), choices)
-    make_loss(cfg.loss)
+    loss_name(cfg.task, cfg.loss)
     optimizer_class(cfg.optimizer.name)
-    binary = cfg.loss in BINARY_LOSSES
-    if binary != (cfg.model.output_shape == 1):
+    for name in cfg.metrics:
+        if not isinstance(name, str) or name not in METRICS:
+            raise unknown("metric", name, METRICS)
+    columns = ["train_loss", "valid_loss"] + [f"{part}_{name}" for name in metric_names(cfg.task, cfg.metrics)
+                                              for part in ("train", "valid")]  # fmt: skip
+    if cfg.monitor not in columns:
         raise ConfigError(
-            f"loss {cfg.loss} with model.output_shape={cfg.model.output_shape}: "
-            f"use model.output_shape=1 exactly with {' or '.join(BINARY_LOSSES)}"
+            f"monitor={cfg.monitor!r} is not a column this run writes; choose one of {', '.join(columns)}"
         )
-    ranges = {
-        "num_epochs": (0, None), "batch_size": (1, None), "seed": (0, 2**32 - 1), "data.split_seed": (0, 2**32 - 1),
-        "data.num_workers": (0, 1024), "checkpoint.keep": (1, None), "checkpoint.every_steps": (0, None),
-        "checkpoint.every_minutes": (0, None), "checkpoint.min_interval_s": (0, None), "log_every_steps": (1, None),
-        "grad_accum_steps": (1, None), "grad_clip_norm": (0, None), "early_stopping_patience": (0, None),
-    }  # fmt: skip
-    for key, (low, high) in ranges.items():
-        value = OmegaConf.select(cfg, key)
-        if value < low or (high is not None and value > high):
-            raise ConfigError(f"{key}={value} must be >= {low}" + (f" and <= {high}" if high is not None else ""))
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
-    if cfg.early_stopping_patience and not cfg.data.validation_split:
-        raise ConfigError("early_stopping_patience needs a validation set: set data.validation_split > 0")
-    if not 0 <= cfg.data.validation_split < 1:
-        raise ConfigError(f"data.validation_split={cfg.data.validation_split} must be in [0, 1)")
+    if not cfg.data.validation_split < 1:
+        raise ConfigError(f"data.validation_split={cfg.data.validation_split} must be < 1")
+    if cfg.early_stopping_patience and cfg.monitor.startswith("valid_") and not cfg.data.validation_split:
+        raise ConfigError(f"early_stopping_patience with monitor={cfg.monitor} needs data.validation_split > 0")
     for pair in cfg.lr_schedule:
         if len(pair) != 2 or pair[0] < 1 or pair[0] != int(pair[0]) or pair[1] < 0:
             raise ConfigError(f"lr_schedule entry {list(pair)} must be [from_epoch >= 1 (integer), lr >= 0]")

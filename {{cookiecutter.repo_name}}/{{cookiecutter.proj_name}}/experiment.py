@@ -23,16 +23,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import configs
-from .datasets import build_dataset, one_vs_rest
+from .datasets import Split, build_dataset, one_vs_rest
 from .engine import cli, session
 from .engine.checkpoint import DamagedFileError, UntrustedFileError, atomic_write_json, load_tensors
 from .engine.data import DataLoaderBatches, InMemoryBatches
-from .engine.loop import Trainer, TrainerOptions, evaluate
+from .engine.loop import Trainer, evaluate
 from .engine.results import ResultsDir
 from .engine.session import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .engine.signals import StopFlag
+from .metrics import METRICS, TaskMetrics, metric_names
 from .networks import BAD_ARGUMENT, NETWORKS, build_network
-from .training_models import TRAINING_MODELS, build_training_model
+from .training_models import TRAINING_MODELS
+from .training_models.base import loss_name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,20 +59,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def output_size(cfg: DictConfig, dataset) -> int:
+    """The network's outputs for the task: one per class, one logit (binary), one per target column."""
+    if cfg.task == "regression":
+        return dataset.num_targets
+    if dataset.num_classes is None:
+        raise cli.ConfigError(f"data.name={cfg.data.name!r} has no class labels: use task=regression")
+    return 1 if cfg.task == "binary" else dataset.num_classes
+
+
 def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dict[str, Any]:
-    """Dataset splits, network and training model for ``cfg``, on ``device``.
+    """Dataset splits as batches, network, training model and metrics for ``cfg``, on ``device``.
 
     Raises ``ConfigError`` for values that only the data can show to be wrong.
     """
-    dataset = build_dataset(cfg.data)
-    outputs = cfg.model.output_shape or dataset.num_classes
-    if outputs not in (1, dataset.num_classes):
+    dataset = build_dataset(cfg)
+    outputs = output_size(cfg, dataset)
+    if cfg.model.output_shape not in (None, outputs):
         raise cli.ConfigError(
-            f"model.output_shape={outputs} but data.name={cfg.data.name!r} has {dataset.num_classes} classes: "
-            f"use {dataset.num_classes} (or null, taken from the data), or 1 with BCEWithLogitsLoss (one class "
-            "against the rest)"
+            f"model.output_shape={cfg.model.output_shape} does not fit task={cfg.task} on data.name={cfg.data.name!r}, "
+            f"which needs {outputs} output(s); leave it null (taken from the data)"
         )
-    if outputs == 1 and not 0 <= cfg.data.positive_class < dataset.num_classes:
+    if cfg.task == "binary" and not 0 <= cfg.data.positive_class < dataset.num_classes:
         raise cli.ConfigError(
             f"data.positive_class={cfg.data.positive_class}: choose a class of the data, 0..{dataset.num_classes - 1}"
         )
@@ -78,74 +88,81 @@ def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dic
         splits = {"test": dataset.test()}
     else:
         train, valid = dataset.train_valid()
-        if not len(train.y):
+        if not _num_samples(train):
             raise cli.ConfigError(f"data.validation_split={cfg.data.validation_split} leaves no training samples")
         splits = {"train": train, "valid": valid}
-    if outputs == 1:  # one logit: a binary task, positive_class against the rest
+    if cfg.task == "binary":  # positive_class against the rest
         splits = {name: one_vs_rest(split, cfg.data.positive_class) for name, split in splits.items()}
     network = build_network(cfg.model, dataset.input_shape, outputs).to(device)
-    model = build_training_model(cfg.training_model, network, cfg)
-    check_fit(model, next(iter(splits.values())), dataset.batch_transform(train=False), cfg.loss)
+    model = TRAINING_MODELS[cfg.training_model](network, cfg)
+    try:
+        metrics = [TaskMetrics(metric_names(cfg.task, cfg.metrics), cfg.task, outputs, device) for _ in range(2)]
+    except ValueError as err:
+        raise cli.ConfigError(f"{err} (data.name={cfg.data.name!r})") from None
+    check_fit(model, metrics[0], next(iter(splits.values())), dataset.batch_transform(train=False), cfg)
     batches = {
         name: make_batches(cfg, split, name == "train", dataset, device)
         for name, split in splits.items()
-        if len(split.y)
+        if _num_samples(split)
     }
-    return {"model": model, "batches": batches}
+    return {"model": model, "batches": batches, "metrics": metrics}
+
+
+def _num_samples(split) -> int:
+    return len(split.y) if isinstance(split, Split) else len(split)
 
 
 @torch.no_grad()
-def check_fit(model, split, transform, loss: str) -> None:
-    """Raise ``ConfigError`` unless the network and the loss take two samples of ``split``.
+def check_fit(model, metrics: TaskMetrics, split, transform, cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` unless the network, the loss and the metrics take two samples of ``split``.
 
     A wrong loss or shape then stops the run before anything is written, not
     at its first step.  Nothing changes: eval mode (BatchNorm statistics stay),
-    the plain network (not its compiled version), random numbers forked.
+    the plain network (not its compiled version), random numbers forked, the
+    metrics reset afterwards.
     """
-    x, y = split.x[:2].to(model.device), split.y[:2].to(model.device)
+    if isinstance(split, Split):
+        x, y = split.x[:2], split.y[:2]
+    else:
+        x, y = torch.utils.data.default_collate([split[i] for i in range(min(2, len(split)))])
+    x, y = x.to(model.device), y.to(model.device)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the error below says it; a warning before it would be a second line
         try:
             model.network.eval()
-            model.loss(model.network(transform(x) if transform else x), y)
+            outputs = model.network(transform(x) if transform else x)
+            model.loss(outputs, y)
+            metrics.update(outputs, y)
         except BAD_ARGUMENT as err:
             raise cli.ConfigError(
-                f"the network and loss={loss} cannot take this data (samples of shape {list(x.shape[1:])}, "
-                f"targets of type {y.dtype}): {cli.first_line(err)}"
+                f"the network and loss={loss_name(cfg.task, cfg.loss)} of task={cfg.task} cannot take this data "
+                f"(samples of shape {list(x.shape[1:])}, targets of type {y.dtype} and shape {list(y.shape[1:])}): "
+                f"{cli.first_line(err)}"
             ) from None
         finally:
             model.network.train()
+            metrics.reset()
 
 
 def make_batches(cfg: DictConfig, split, train: bool, dataset, device: torch.device):
-    """The batches of one split: tensors on ``device`` (data.loader=memory) or a DataLoader (dataloader)."""
+    """The batches of one split: tensors on ``device``, or a DataLoader over a Dataset (see ``data.loader``)."""
     common = dict(shuffle=train, seed=cfg.seed, transform=dataset.batch_transform(train=train))
-    if cfg.data.loader == "memory":
+    if isinstance(split, Split) and cfg.data.loader != "dataloader":
         return InMemoryBatches(split.x.to(device), split.y.to(device), cfg.batch_size, **common)
-    dataset = torch.utils.data.TensorDataset(split.x, split.y)
-    return DataLoaderBatches(dataset, cfg.batch_size, device, num_workers=cfg.data.num_workers, **common)
-
-
-def trainer_options(cfg: DictConfig) -> TrainerOptions:
-    return TrainerOptions(
-        num_epochs=cfg.num_epochs,
-        grad_accum_steps=cfg.grad_accum_steps,
-        checkpoint_every_steps=cfg.checkpoint.every_steps,
-        checkpoint_every_minutes=cfg.checkpoint.every_minutes,
-        checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
-        keep_checkpoints=cfg.checkpoint.keep,
-        log_every_steps=cfg.log_every_steps,
-        early_stopping_patience=cfg.early_stopping_patience,
-    )
+    if cfg.data.loader == "memory":
+        raise cli.ConfigError(f"data.loader=memory, but data.name={cfg.data.name!r} reads lazily: use auto")
+    if isinstance(split, Split):
+        split = torch.utils.data.TensorDataset(split.x, split.y)
+    return DataLoaderBatches(split, cfg.batch_size, device, num_workers=cfg.data.num_workers, **common)
 
 
 def make_trainer(cfg: DictConfig, results: ResultsDir, device: torch.device, stop: StopFlag | None = None) -> Trainer:
-    """Seed, build data, network and training model, and wrap them in a Trainer writing to ``results``."""
+    """Seed, build data, network, training model and metrics, and wrap them in a Trainer writing to ``results``."""
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     seed_everything(cfg.seed)
     built = build(cfg, device)
     batches = built["batches"]
-    return Trainer(built["model"], batches["train"], batches.get("valid"), results, trainer_options(cfg), stop)
+    return Trainer(built["model"], batches["train"], batches.get("valid"), built["metrics"], results, cfg, stop)
 
 
 def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_config_change: bool = False) -> int:
@@ -162,33 +179,46 @@ def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_c
     )
 
 
-def evaluate_run(results_dir: str | Path) -> dict[str, float]:
-    """Test-set metrics of the run in ``results_dir`` (``write_test_metrics`` records them)."""
+WEIGHTS = {"best": "best_model.pt", "last": "model.pt"}
+
+
+def evaluate_run(results_dir: str | Path, weights: str = "best") -> tuple[dict[str, float], str]:
+    """Test-set loss and metrics of the run in ``results_dir`` with its ``best`` or ``last`` weights.
+
+    Returns the metrics and the weights file used: best_model.pt, or model.pt
+    when the run kept no best (no validation set).  ``write_test_metrics`` records them.
+    """
     results_dir = Path(results_dir)
-    if not (results_dir / "config.json").is_file() or not (results_dir / "model.pt").is_file():
-        raise cli.ConfigError(f"{results_dir} is not a results directory with a trained model (config.json, model.pt)")
+    name = WEIGHTS[weights]
+    if weights == "best" and not (results_dir / name).is_file() and (results_dir / "model.pt").is_file():
+        print("note: this run kept no best_model.pt (no validation set): evaluating model.pt", file=sys.stderr)
+        name = "model.pt"
+    if not (results_dir / "config.json").is_file() or not (results_dir / name).is_file():
+        raise cli.ConfigError(f"{results_dir} is not a results directory with a trained model (config.json, {name})")
     device = resolve_device("auto")  # the machine evaluating may differ from the one that trained
     try:
-        built = build(OmegaConf.create(_read_json(results_dir / "config.json")), device, with_test=True)
-    except (OmegaConfBaseException, KeyError, AttributeError) as err:  # edited by hand: keys missing or wrong
+        saved = _read_json(results_dir / "config.json")
+        cfg = OmegaConf.structured(configs.ExperimentConfig)  # typed, with the keys an older run did not have
+        cfg.model = OmegaConf.structured(configs.SELECTORS["model"](saved["model"]["name"]))
+        cfg = OmegaConf.merge(cfg, saved)
+        built = build(cfg, device, with_test=True)
+    except (OmegaConfBaseException, KeyError, AttributeError, TypeError) as err:  # edited by hand: keys wrong
         raise cli.ConfigError(
             f"{results_dir / 'config.json'} does not describe a run ({cli.first_line(err)})"
         ) from None
     model = built["model"]
-    weights = load_tensors(results_dir / "model.pt", device)
     try:
-        model.network.load_state_dict(weights)
+        model.network.load_state_dict(load_tensors(results_dir / name, device))
     except RuntimeError as err:
-        raise cli.ConfigError(
-            f"{results_dir / 'model.pt'} does not fit the run's network: {cli.first_line(err)}"
-        ) from None
-    return evaluate(model, built["batches"]["test"], prefix="test_")
+        raise cli.ConfigError(f"{results_dir / name} does not fit the run's network: {cli.first_line(err)}") from None
+    return evaluate(model, built["batches"]["test"], built["metrics"][0], prefix="test_"), name
 
 
-def write_test_metrics(results_dir: str | Path, metrics: dict[str, float]) -> None:
-    """Write ``metrics`` to RESULTS_DIR/test_metrics.json with the epoch of the weights they are for."""
-    epoch = _read_json(Path(results_dir) / "loop_state.json").get("epoch")
-    atomic_write_json(Path(results_dir) / "test_metrics.json", {**metrics, "epoch": epoch})
+def write_test_metrics(results_dir: str | Path, metrics: dict[str, float], weights: str) -> None:
+    """Write ``metrics`` to RESULTS_DIR/test_metrics.json with the weights file and the epoch they are from."""
+    loop = _read_json(Path(results_dir) / "loop_state.json")
+    epoch = loop.get("best_epoch") if weights == "best_model.pt" else loop.get("epoch")
+    atomic_write_json(Path(results_dir) / "test_metrics.json", {**metrics, "weights": weights, "epoch": epoch})
 
 
 def _read_json(path: Path) -> dict:
@@ -226,12 +256,15 @@ def help_epilog() -> str:
     from .datasets import DATASETS
 
     lines += ["", f"data.name:        {', '.join(DATASETS)}", f"training_model:   {', '.join(TRAINING_MODELS)}"]
+    lines += [f"metrics:          {', '.join(METRICS)} (default: acc; mae, rmse, r2 for task=regression)"]
     lines += [
         "",
         "examples:",
         "  python bin/train.py iris runs/iris_mlp",
         "  python bin/train.py cifar10 runs/test --model.n_filters=10",
         "  python bin/train.py cifar10 runs/test_lenet --model=lenet",
+        "  python bin/train.py cifar10 runs/f1 --metrics=[acc,f1_macro,top5] --monitor=valid_f1_macro",
+        "  python bin/train.py iris runs/table --task=regression --data.root=table.csv",
         '  python bin/train.py cifar10 runs/test_lrsch --lr_schedule="[[3, 0.1],[100, 0.01]]"',
         "",
         "Running the same command on an existing RESULTS_DIR resumes it exactly where the last checkpoint was.",
@@ -277,15 +310,21 @@ def main_evaluate(argv: Sequence[str]) -> int:
         description="Report the test-set metrics of a finished run and write them to RESULTS_DIR/test_metrics.json.",
     )
     parser.add_argument("results_dir", metavar="RESULTS_DIR", help="a results directory written by bin/train.py")
+    parser.add_argument(
+        "--weights",
+        choices=list(WEIGHTS),
+        default="best",
+        help="best: best_model.pt (the best epoch by `monitor`), last: model.pt (default: best)",
+    )
     args = parser.parse_args(argv[1:])  # exits 2 with the usage on a bad command line
     try:
-        metrics = evaluate_run(args.results_dir)
+        metrics, weights = evaluate_run(args.results_dir, args.weights)
     except (cli.ConfigError, UntrustedFileError, DamagedFileError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print("  ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
+    print(f"{weights}: " + "  ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
     try:
-        write_test_metrics(args.results_dir, metrics)
+        write_test_metrics(args.results_dir, metrics, weights)
     except (cli.ConfigError, OSError) as err:  # e.g. a read-only results directory: the metrics are printed above
         print(f"error: the metrics above could not be written to test_metrics.json: {err}", file=sys.stderr)
         return EXIT_FAILED

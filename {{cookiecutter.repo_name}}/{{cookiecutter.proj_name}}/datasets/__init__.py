@@ -9,9 +9,9 @@ A loader is a class built from the ``data`` config node that offers
 
 from __future__ import annotations
 
-from ..engine.cli import unknown
 from .cifar10 import Cifar10Loader
 from .common import Split, carve_validation, one_vs_rest
+from .imagefolder import ImageFolderLoader
 
 # isort: split
 from .{{ cookiecutter.__dataset_module }} import {{ cookiecutter.dataset_loading_class }}
@@ -20,13 +20,12 @@ DATASETS = {
     "iris": {{ cookiecutter.dataset_loading_class }},
     "{{ cookiecutter.dataset_loading_class }}": {{ cookiecutter.dataset_loading_class }},
     "cifar10": Cifar10Loader,
+    "imagefolder": ImageFolderLoader,
 }
 
 __all__ = ["DATASETS", "Split", "build_dataset", "carve_validation", "one_vs_rest"]
 
 
 def build_dataset(cfg):
-    """The loader named by ``cfg.name`` (``cfg`` is the ``data`` config node)."""
-    if cfg.name not in DATASETS:
-        raise unknown("data.name", cfg.name, DATASETS)
-    return DATASETS[cfg.name](cfg)
+    """The loader named by ``cfg.data.name`` (checked by ``configs.check``) for ``cfg.task``."""
+    return DATASETS[cfg.data.name](cfg.data, cfg.task)

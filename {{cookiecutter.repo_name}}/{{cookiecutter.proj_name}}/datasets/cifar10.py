@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.cli import first_line
+from ..engine.cli import ConfigError, first_line
 from .common import Split, carve_validation
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -32,6 +33,9 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 # Per-channel statistics of the training set, for normalisation.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+
+if TYPE_CHECKING:
+    from ..configs import DataConfig
 
 
 def read_batch(path: Path) -> Split:
@@ -96,7 +100,9 @@ class Cifar10Loader:
     input_shape = [3, 32, 32]
     class_names = CLASSES
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: DataConfig, task: str = "classification"):
+        if task == "regression":
+            raise ConfigError(f"data.name=cifar10 has class labels: use task=classification or binary, not {task}")
         self.root = Path(cfg.root)
         self.validation_split, self.split_seed, self.augment = cfg.validation_split, cfg.split_seed, cfg.augment
         self.folder = find_folder(self.root)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch.utils.data import Dataset
 
 
 class Split(NamedTuple):
-    """One split of a dataset as plain tensors: inputs ``x`` and integer labels ``y``."""
+    """One split of a dataset as tensors in memory: inputs ``x`` and targets ``y`` (class indices or values)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -27,6 +28,22 @@ def carve_validation(data: Split, fraction: float, seed: int) -> tuple[Split, Sp
     return Split(data.x[train], data.y[train]), Split(data.x[valid], data.y[valid])
 
 
-def one_vs_rest(data: Split, positive_class: int) -> Split:
-    """Labels 1 for ``positive_class`` and 0 for every other class (for a one-output network)."""
-    return Split(data.x, (data.y == positive_class).long())
+def one_vs_rest(data: Split | Dataset, positive_class: int) -> Split | Dataset:
+    """Labels 1 for ``positive_class`` and 0 for every other class (task=binary)."""
+    if isinstance(data, Split):
+        return Split(data.x, (data.y == positive_class).long())
+    return OneVsRest(data, positive_class)
+
+
+class OneVsRest(Dataset):
+    """A dataset of ``(x, class)`` pairs as ``(x, 1 if class == positive_class else 0)``."""
+
+    def __init__(self, dataset: Dataset, positive_class: int):
+        self.dataset, self.positive_class = dataset, positive_class
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.dataset[i]
+        return x, torch.as_tensor(y == self.positive_class).long()

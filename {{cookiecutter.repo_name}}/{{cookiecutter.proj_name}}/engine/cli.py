@@ -41,6 +41,35 @@ class Command:
     allow_config_change: bool = False
 
 
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """A config field with its checks beside it (``check_settings`` applies them): ``low <= value <= high``,
+    ``value in choices``.  ``--help`` lists the choices."""
+    bounds = {"low": low, "high": high, "choices": choices}
+    return dataclasses.field(default=default, default_factory=factory, metadata=bounds)
+
+
+def check_settings(cfg: DictConfig, prefix: str = "") -> None:
+    """Check every field of a structured config against its ``setting``; ``ConfigError`` with one line."""
+    for field in dataclasses.fields(OmegaConf.get_type(cfg)):
+        key, value = f"{prefix}{field.name}", cfg[field.name]
+        if isinstance(value, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(value)):
+            check_settings(value, f"{key}.")
+            continue
+        low, high, choices = (field.metadata.get(name) for name in ("low", "high", "choices"))
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            limits = [f">= {low}"] * (low is not None) + [f"<= {high}"] * (high is not None)
+            raise ConfigError(f"{key}={value} must be {' and '.join(limits)}")
+
+
 def load_config(
     configs: Mapping[str, ConfigFactory],
     name: str,
@@ -105,6 +134,9 @@ def type_of(cfg: DictConfig, dotted_key: str) -> str:
     owner = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
     if owner is None or not dataclasses.is_dataclass(owner):
         return "any value"
+    field = next((f for f in dataclasses.fields(owner) if f.name == leaf), None)
+    if field is not None and field.metadata.get("choices"):
+        return "|".join(field.metadata["choices"])
     hint = typing.get_type_hints(owner).get(leaf)
     if hint is None:
         return "any value"

@@ -27,9 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from . import signals
-from .checkpoint import CheckpointWriteError, UntrustedFileError, list_checkpoints
+from .checkpoint import (
+    CheckpointMismatch,
+    CheckpointWriteError,
+    NonFiniteLoss,
+    NoReadableCheckpoint,
+    UntrustedFileError,
+    list_checkpoints,
+)
 from .cli import ConfigError
-from .loop import CheckpointMismatch, NonFiniteLoss, NoReadableCheckpoint, Trainer
+from .loop import Trainer
 from .results import DISK_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -108,6 +115,7 @@ def _train(
         for change in changes:
             print(f"Resuming with a changed config: {change}")
         trainer.resume()
+        results.resumed(trainer.epoch, trainer.batch, trainer.global_step)  # meta.json: the epochs this session ran
         results.write_config(config)  # only now: a config whose model cannot load the checkpoint is not kept
         results.copy_script(argv[0])
         stopped_by = trainer.fit()
@@ -137,7 +145,8 @@ def _train(
     finally:
         if stop.requested and status != STATUS_FAILED:  # a signal after the last checkpoint still says "stopped"
             code = signals.exit_code(stop.signum)
-        results.finish(status, reason, message)  # a full disk cannot stop this: start() set room aside
+        reached = (trainer.epoch, trainer.batch, trainer.global_step)
+        results.finish(status, reason, message, reached)  # a full disk cannot stop this: start() set room aside
         results.close()
     return code
 

@@ -63,12 +63,6 @@ class BackgroundWriter:
             self._jobs.append(_Job(run, checkpoint))
             self._changed.notify_all()
 
-    def submit_unless_failed(self, run: Callable[[], None]) -> None:
-        """Hand ``run`` over unless a job has failed; the failure stays for ``wait`` or ``close`` to report."""
-        with self._changed:
-            if self._error is None:
-                self.submit(run)
-
     def wait(self) -> None:
         """Block until every job handed over has run; raise the error of one that failed."""
         with self._changed:

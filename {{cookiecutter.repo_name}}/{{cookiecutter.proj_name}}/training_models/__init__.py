@@ -6,14 +6,7 @@ the class to ``TRAINING_MODELS``.
 
 from __future__ import annotations
 
-from ..engine.cli import unknown
 from .base import BaseModel
 from .xavier_init import XavierInitModel
 
 TRAINING_MODELS = {"BaseModel": BaseModel, "XavierInitModel": XavierInitModel}
-
-
-def build_training_model(name: str, network, cfg) -> BaseModel:
-    if name not in TRAINING_MODELS:
-        raise unknown("training_model", name, TRAINING_MODELS)
-    return TRAINING_MODELS[name](network, cfg)

@@ -8,14 +8,22 @@ strategies, subclass it and override one method (see ``xavier_init.py``).
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..engine.cli import ConfigError, suggest
 
-BINARY_LOSSES = ("BCEWithLogitsLoss",)
+if TYPE_CHECKING:
+    from ..configs import ExperimentConfig
+
+# The losses that fit each task; the first is the default (loss=auto).  Add yours to its task.
+LOSSES = {
+    "classification": ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss"),  # class scores, integer labels
+    "binary": ("BCEWithLogitsLoss",),  # one logit per sample, 0/1 labels
+    "regression": ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss"),  # values, float targets
+}
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -24,13 +32,19 @@ def _classes(module, base: type) -> list[str]:
     return sorted(n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and n[0] != "_")
 
 
-def make_loss(name: str) -> nn.Module:
-    """``torch.nn.<name>()``, checked to be a loss."""
-    loss_cls = getattr(nn, name, None)
+def loss_name(task: str, loss: str) -> str:
+    """The loss of ``task``: ``loss``, checked to be a torch.nn loss that fits the task, or its default (auto)."""
+    if loss == "auto":
+        return LOSSES[task][0]
+    loss_cls = getattr(nn, loss, None)
     if not (isinstance(loss_cls, type) and issubclass(loss_cls, nn.modules.loss._Loss)):
-        hint = suggest(name, _classes(nn, nn.modules.loss._Loss))
-        raise ConfigError(f"loss {name!r} is not a torch.nn loss{hint} (e.g. CrossEntropyLoss, BCEWithLogitsLoss)")
-    return loss_cls()
+        hint = suggest(loss, _classes(nn, nn.modules.loss._Loss))
+        raise ConfigError(f"loss {loss!r} is not a torch.nn loss{hint}; for task={task} use {', '.join(LOSSES[task])}")
+    if loss not in LOSSES[task]:
+        fits = [name for name, losses in LOSSES.items() if loss in losses]
+        hint = f" (it fits task={fits[0]})" if fits else ""
+        raise ConfigError(f"loss={loss} does not fit task={task}{hint}; for task={task} use {', '.join(LOSSES[task])}")
+    return loss
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -68,11 +82,11 @@ class BaseModel:
             ``grad_clip_norm``, ``nonfinite_loss`` are read).
     """
 
-    def __init__(self, network: nn.Module, cfg):
+    def __init__(self, network: nn.Module, cfg: ExperimentConfig):
         self.network = network
         self.device = next(network.parameters()).device
-        self.loss_fn = make_loss(cfg.loss)
-        self.binary = cfg.loss in BINARY_LOSSES  # one logit per sample, labels 0/1
+        self.loss_fn = getattr(nn, loss_name(cfg.task, cfg.loss))()
+        self.binary = cfg.task == "binary"  # one logit per sample, labels 0/1
         self.base_lr = cfg.optimizer.lr
         self.lr_schedule = sorted((int(epoch), float(lr)) for epoch, lr in cfg.lr_schedule)
         self.init_weights()
@@ -125,20 +139,12 @@ class BaseModel:
             return self.loss_fn(outputs.squeeze(1), y.to(outputs.dtype))
         return self.loss_fn(outputs, y)
 
-    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """The predicted class of every sample: the largest output, or logit > 0 for a binary loss."""
-        if self.binary:
-            return (outputs.squeeze(1) > 0).long()
-        return outputs.argmax(1)
-
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimisation step over ``batches`` (more than one with gradient accumulation).
 
         Returns the mean loss and the network's outputs for the step's samples
-        (detached device tensors, not read back), and the number of samples the
-        step counted (0 if it was skipped).  The loop turns the outputs of many
-        steps into ``predictions`` at once: one argmax over many steps costs
-        less than one per step.
+        (detached device tensors, not read back: the loop gives them to the
+        metrics) and the number of samples the step counted (0 if skipped).
         """
         self.optimizer.zero_grad(set_to_none=True)
         total = sum(y.shape[0] for _, y in batches)  # not len(y): Tensor.__len__ is Python code, every step
@@ -168,9 +174,9 @@ class BaseModel:
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss and number of correct predictions of a batch (device tensors)."""
+        """Mean loss and outputs of a batch (device tensors)."""
         outputs = self.outputs(x)
-        return self.loss(outputs, y) * len(y), (self.predictions(outputs) == y).sum()
+        return self.loss(outputs, y), outputs
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the weights that resume needs (the loop saves the weights)."""
