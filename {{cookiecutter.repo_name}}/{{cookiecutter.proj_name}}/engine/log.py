@@ -43,7 +43,8 @@ class RunLog:
             print("warning: no TensorBoard events under a path that is not UTF-8; history.csv has every value",
                   file=sys.stderr)  # fmt: skip
             return
-        self.tensorboard = SummaryWriter(results.path, purge_step=first_step)
+        with names_file(self.events):  # it writes its first events at once: a full disk fails here
+            self.tensorboard = SummaryWriter(results.path, purge_step=first_step)
 
     def step(self, train_loss: float, step: int) -> None:
         self._scalar("step/train_loss", train_loss, step)

@@ -139,10 +139,10 @@ class Trainer:
             print(f"Nothing to do: {self.epoch} of {num_epochs} epochs are done"
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
             return None
-        # TensorBoard hides the points a killed process wrote after the checkpoint this one resumed from.
-        self.log = RunLog(self.results, first_step=self.global_step + 1)
         error: BaseException | None = None
         try:
+            # TensorBoard hides the points a killed process wrote after the checkpoint this one resumed from.
+            self.log = RunLog(self.results, first_step=self.global_step + 1)
             while self.epoch < num_epochs and not self.stopped_early:
                 if self.stop.requested or not self._train_epoch(self.epoch + 1):
                     self.save()  # a no-op where the newest checkpoint already holds this position
@@ -158,7 +158,8 @@ class Trainer:
             try:
                 self.checkpointer.close(error)  # waits for the writes handed over (raises a failed one's error)
             finally:
-                self.log.close()
+                if self.log is not None:
+                    self.log.close()
 
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; False if a stop signal came (``fit`` then checkpoints)."""
