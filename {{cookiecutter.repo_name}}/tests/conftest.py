@@ -1,4 +1,5 @@
-"""Shared fixtures: the project root and helpers that run the project's scripts as a user would.
+"""Shared fixtures: the project root, helpers that run the project's scripts as a user would, and the
+reference runs of the fault-tolerance tests (built by fault_helpers.py, once per test session).
 
 Scripts run as real processes, each in a process group of its own, so that a test can kill one
 (and its children) the way a scheduler would.  Every process starts by importing torch (a few
@@ -110,3 +111,30 @@ def run() -> Callable[..., subprocess.CompletedProcess]:
 def results_dir(tmp_path: Path) -> Path:
     """A fresh path for one run's results (not created: the run creates it)."""
     return tmp_path / "results"
+
+
+# -- the fault-tolerance tests' shared runs (fault_helpers imports this module, so it is imported where used) --
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory) -> Path:
+    """The root of tiny CIFAR-10 files (40 random images per file), written once per test session."""
+    from fault_helpers import tiny_cifar_root
+
+    return tiny_cifar_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def iris_reference(tmp_path_factory) -> Path:
+    """The uninterrupted Iris run (``fault_helpers.IRIS_ARGS``) with its data order recorded; not to be changed."""
+    from fault_helpers import reference_run
+
+    return Path(reference_run(tmp_path_factory, "iris", None)["results"])
+
+
+@pytest.fixture(scope="session")
+def cifar10_reference(tmp_path_factory, tiny_cifar) -> Path:
+    """The uninterrupted tiny CIFAR-10 run (``fault_helpers.CIFAR_ARGS``) with its data order recorded."""
+    from fault_helpers import reference_run
+
+    return Path(reference_run(tmp_path_factory, "cifar10", tiny_cifar)["results"])

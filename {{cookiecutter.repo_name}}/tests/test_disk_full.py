@@ -20,7 +20,8 @@ and the sizes of the reference run's files.  The test names the write that hit t
 (its message and meta.json's reason name the file; ``pytest -rP`` prints them).  A direct test covers the
 history.csv a full disk cuts short, and one bin/list_runs.py on such files.
 
-Reference runs are shared with test_fault_tolerance.py (and across pytest-xdist workers) by ``shared``.
+The reference run is conftest.py's ``iris_reference``, shared with the other fault-tolerance tests (and across
+pytest-xdist workers) by ``fault_helpers.shared``.
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, TIMEOUT_S, kill_process, read_history, read_json, start_process, start_script
-from test_fault_tolerance import (
+from fault_helpers import (
     IRIS_STEPS_PER_EPOCH,
     assert_same_run,
     env_with_faults,
-    reference_run,
     shared,
     train,
     train_command,
@@ -59,8 +59,8 @@ from {{ cookiecutter.proj_name }}.engine.writer import BackgroundWriter
 SEED = 20261130
 DISK_BYTES = 2 * 2**20  # 4x what a run needs at its peak: 0.43 MiB (256 KiB of it the reserve), when measured
 TOTAL_STEPS = 20 * IRIS_STEPS_PER_EPOCH
-# The iris run of test_fault_tolerance.py, but with no checkpoint inside an epoch: its first epoch end writes
-# nothing but first lines (history.csv, two event files, stdout.txt) before the first checkpoint.
+# The iris run of fault_helpers.py, but with no checkpoint inside an epoch: its first epoch end writes
+# nothing but first lines (history.csv, the TensorBoard event file, stdout.txt) before the first checkpoint.
 NO_STEP_CHECKPOINTS = ("--checkpoint.every_steps=0",)
 SMALL_WRITERS = {"history.csv", "events", "stdout.txt"}
 MNT_DETACH = 2
@@ -231,12 +231,6 @@ def free_and_rerun(filler: Path, command: tuple, results: Path, reference: Path,
     assert "finished" in list_runs(results), context
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """The uninterrupted iris run on a normal disk (the one test_fault_tolerance.py compares with)."""
-    return Path(reference_run(tmp_path_factory, "iris", None)["results"])
-
-
 def room_before_start(case: str, seeded: float, reference: Path, page: int) -> tuple[int, str | None]:
     """Free bytes to leave before the run starts, and the writer that must then hit the full disk (None: any).
 
@@ -278,14 +272,14 @@ def room_before_start(case: str, seeded: float, reference: Path, page: int) -> t
 
 @pytest.mark.parametrize("case, seeded", BEFORE_START, ids=[f"{c}-{s:.3g}" for c, s in BEFORE_START])
 def test_a_disk_filled_before_the_run_stops_it_cleanly_and_the_rerun_ends_bitwise_equal(
-    case, seeded, disk, reference, request
+    case, seeded, disk, iris_reference, request
 ):
     """The disk is full but for a seeded room before the run starts: the run fails cleanly at the write that no
     longer fits (one of the first files, the reserve, a checkpoint, the first epoch's lines, a resumed run's
     first writes) or, given all a run needs, finishes; after the space is freed the same command ends exactly as
     the uninterrupted run."""
     page = page_size(disk)
-    room, expected = room_before_start(case, seeded, reference, page)
+    room, expected = room_before_start(case, seeded, iris_reference, page)
     results = disk / "results"
     command = train_command("iris", results)
     if case == "up-to-the-first-epoch-end":
@@ -298,7 +292,7 @@ def test_a_disk_filled_before_the_run_stops_it_cleanly_and_the_rerun_ends_bitwis
     result = train(*command, check=False)
     if case == "all-a-run-needs" or (expected is None and result.returncode == 0):  # the room sufficed
         assert result.returncode == 0, f"{context}\n{result.stderr}"
-        assert_same_run(results, reference, context)
+        assert_same_run(results, iris_reference, context)
         assert "finished" in list_runs(results), context
         return
     writer = check_stopped_by_the_full_disk(result, results, context)
@@ -309,14 +303,14 @@ def test_a_disk_filled_before_the_run_stops_it_cleanly_and_the_rerun_ends_bitwis
         assert writer == expected, context
     if writer == "history.csv":  # the issue's case: the first row cut short (or not begun), no checkpoint yet
         assert not list(results.glob("checkpoints/step_*")), context
-    free_and_rerun(filler, command, results, reference, context)
+    free_and_rerun(filler, command, results, iris_reference, context)
 
 
 @pytest.mark.parametrize(
     "step, leave, mode", WHILE_TRAINING, ids=[f"step-{s}-{m}-leave-{n}" for s, n, m in WHILE_TRAINING]
 )
 def test_a_disk_filled_while_the_run_trains_stops_it_cleanly_and_the_rerun_ends_bitwise_equal(
-    step, leave, mode, disk, reference, tmp_path
+    step, leave, mode, disk, iris_reference, tmp_path
 ):
     """Another process fills the disk (but ``leave`` pages) once the run's newest checkpoint reaches a seeded
     step, and, ``greedy``, goes on taking every page freed (the room the run gives back for its last words
@@ -345,10 +339,12 @@ def test_a_disk_filled_while_the_run_trains_stops_it_cleanly_and_the_rerun_ends_
             kill_process(filler)  # greedy: only now
     result = subprocess.CompletedProcess(trainer.args, trainer.returncode, out.read_text(), err.read_text())
     if result.returncode == 0:  # the run ended before the filler came
-        assert_same_run(results, reference, context)
+        assert_same_run(results, iris_reference, context)
         return
     writer = check_stopped_by_the_full_disk(result, results, context)
-    free_and_rerun(filler_path, command, results, reference, f"{context}; the full disk stopped the write of {writer}")
+    free_and_rerun(
+        filler_path, command, results, iris_reference, f"{context}; the full disk stopped the write of {writer}"
+    )
 
 
 def newest_step(results: Path) -> int:
@@ -434,19 +430,19 @@ DAMAGED_HISTORIES = {
 
 
 @pytest.mark.parametrize("damage", DAMAGED_HISTORIES)
-def test_a_history_cut_by_a_full_disk_is_completed_with_its_header(damage, every_checkpoint, reference, tmp_path):
+def test_a_history_cut_by_a_full_disk_is_completed_with_its_header(damage, every_checkpoint, iris_reference, tmp_path):
     """A full disk while a history row is written leaves history.csv empty, or with a cut header or row, and no
     checkpoint covers that row: the run resumed from the newest checkpoint drops what it does not cover and
     writes the rest again, so the history has its header and equals the uninterrupted run's."""
     step, damaged = DAMAGED_HISTORIES[damage]
     results = resumable_copy(every_checkpoint, tmp_path / "results", step)
-    lines = (reference / "history.csv").read_text().splitlines(keepends=True)
+    lines = (iris_reference / "history.csv").read_text().splitlines(keepends=True)
     (results / "history.csv").write_text(damaged(lines))
     context = f"(history.csv holding {damage}, resumed from step {step})"
     rerun = train(*train_command("iris", results))
     assert f"Resuming from checkpoints/step_{step:09d}" in rerun.stdout, context
-    assert list(read_history(results)[0]) == list(read_history(reference)[0]), f"the header; {context}"
-    assert_same_run(results, reference, context)
+    assert list(read_history(results)[0]) == list(read_history(iris_reference)[0]), f"the header; {context}"
+    assert_same_run(results, iris_reference, context)
     assert "finished" in list_runs(results), context
 
 

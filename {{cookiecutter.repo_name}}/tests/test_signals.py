@@ -9,8 +9,8 @@ without a new checkpoint.  And a process using ``DataLoaderBatches`` always exit
 left an epoch half-read, on SIGTERM, and its workers follow a trainer killed with SIGKILL.
 
 Every moment comes from a seeded generator and is printed, with what the run was doing then, in the assertion
-messages.  The uninterrupted reference run is shared with test_fault_tolerance.py (the DataLoader path trains bit
-for bit as the in-memory path does: ``test_dataloader_path_trains_exactly_as_the_in_memory_path``).
+messages.  The uninterrupted reference run is conftest.py's ``cifar10_reference``, the in-memory run (the DataLoader
+path trains bit for bit as the in-memory path does: test_speed_options.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Callable
 
 import pytest
 from conftest import PROJECT_ROOT, TIMEOUT_S, kill_process, read_history, read_json, start_process, start_script
-from test_fault_tolerance import (
+from fault_helpers import (
     CIFAR_EPOCHS,
     CIFAR_STEPS_PER_EPOCH,
     assert_same_run,
@@ -37,12 +37,9 @@ from test_fault_tolerance import (
     last_step,
     load,
     newest_checkpoint,
-    reference_run,
-    shared,
     tmp_folders,
     train,
     train_command,
-    write_tiny_cifar,
 )
 
 LOADER_ARGS = ("--data.loader=dataloader", "--data.num_workers=2")
@@ -53,22 +50,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches processes through /proc")
 
 
-# -- fixtures -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory) -> Path:
-    def build(folder: Path) -> dict:
-        write_tiny_cifar(folder)
-        return {"root": str(folder)}
-
-    return Path(shared(tmp_path_factory, "tiny_cifar", build)["root"])  # the same data as test_fault_tolerance.py
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cifar_root) -> Path:
-    """The uninterrupted tiny CIFAR-10 run of test_fault_tolerance.py (built once per session)."""
-    return Path(reference_run(tmp_path_factory, "cifar10", cifar_root)["results"])
+# -- the command ----------------------------------------------------------------------------------------------
 
 
 def loader_command(results: Path, cifar_root: Path) -> tuple:
@@ -273,7 +255,7 @@ def signal_group_at(moment: Moment, command: tuple, output: Path) -> tuple[subpr
     results = command[1]
     with open(output.with_suffix(".out"), "w") as out, open(output.with_suffix(".err"), "w") as err:
         process = start_script(
-            "bin/train.py", *command, stdout=out, stderr=err, env=env_with_faults("record_samples=1")
+            "tests/faulty_train.py", *command, stdout=out, stderr=err, env=env_with_faults("record_samples=1")
         )
         try:
             watcher = Watcher(process, results)
@@ -316,11 +298,13 @@ MOMENTS = seeded_moments()
 
 
 @pytest.mark.parametrize("moment", MOMENTS, ids=str)
-def test_group_signal_at_any_moment_ends_in_a_checkpoint_and_128_plus_n(moment, cifar_root, reference, tmp_path):
+def test_group_signal_at_any_moment_ends_in_a_checkpoint_and_128_plus_n(
+    moment, tiny_cifar, cifar10_reference, tmp_path
+):
     """The whole process group gets a stop signal at a seeded moment: exit 128+N, no traceback, no worker killed or
     left behind, meta.json interrupted (or finished), and the same command run again ends as the reference."""
     results = tmp_path / "results"
-    command = loader_command(results, cifar_root)
+    command = loader_command(results, tiny_cifar)
     process, before, after = signal_group_at(moment, command, tmp_path / "stopped")
     stderr = (tmp_path / "stopped.err").read_text()
     context = f"({moment}; then: {before}; after: {after}; exit {process.returncode})\n--- stderr ---\n{stderr}"
@@ -356,9 +340,12 @@ def test_group_signal_at_any_moment_ends_in_a_checkpoint_and_128_plus_n(moment, 
             assert load(newest / "model.pt") and load(newest / "state.pt"), context
     assert tmp_folders(results) == [], context
     if meta["status"] != "finished":  # (a finished run has nothing left to do)
+        before_any_step = meta["reason"].endswith("stopped before the first step")  # then no checkpoint to resume
+        if before_any_step:
+            assert not list(results.glob("checkpoints/step_*")), context
         rerun = train(*command)
-        assert "Resuming from" in rerun.stdout or reason_step(meta["reason"]) == 0, rerun.stdout
-    assert_same_run(results, reference, context)
+        assert ("Resuming from" in rerun.stdout) != before_any_step, f"{meta['reason']}\n{rerun.stdout}"
+    assert_same_run(results, cifar10_reference, context)
 
 
 def test_the_moments_include_workers_starting_and_every_signal():
@@ -381,16 +368,16 @@ def wait_until_delivered(pid: int, signum: int) -> None:
         time.sleep(0.001)
 
 
-def test_second_ctrl_c_to_the_group_exits_130_without_a_new_checkpoint(cifar_root, reference, tmp_path):
+def test_second_ctrl_c_to_the_group_exits_130_without_a_new_checkpoint(tiny_cifar, cifar10_reference, tmp_path):
     """Ctrl-C twice (to the whole group) while the run waits before a seeded step: exit 130 at once, no checkpoint
     of that step, the newest checkpoint complete, no worker left; the same command then ends as the reference."""
     step = random.Random(1234).randrange(4, TOTAL_STEPS - 10)
     results = tmp_path / "results"
-    command = loader_command(results, cifar_root)
+    command = loader_command(results, tiny_cifar)
     output = tmp_path / "stopped.txt"
     with open(output, "w") as out:
         process = start_script(
-            "bin/train.py", *command, stdout=out, stderr=subprocess.STDOUT,
+            "tests/faulty_train.py", *command, stdout=out, stderr=subprocess.STDOUT,
             env=env_with_faults(f"record_samples=1,pause_at_step={step}"),
         )  # fmt: skip
         try:
@@ -417,7 +404,7 @@ def test_second_ctrl_c_to_the_group_exits_130_without_a_new_checkpoint(cifar_roo
     assert tmp_folders(results) == [], context
     rerun = train(*command)
     assert f"Resuming from checkpoints/{newest.name}" in rerun.stdout, rerun.stdout
-    assert_same_run(results, reference, context)
+    assert_same_run(results, cifar10_reference, context)
 
 
 # -- a process with DataLoaderBatches always exits ---------------------------------------------------------------
@@ -475,14 +462,14 @@ def test_a_script_with_dataloader_batches_always_exits(how, tmp_path):
 # -- a trainer killed with SIGKILL ----------------------------------------------------------------------------------
 
 
-def test_workers_of_a_sigkilled_trainer_exit_on_their_own(cifar_root, tmp_path):
+def test_workers_of_a_sigkilled_trainer_exit_on_their_own(tiny_cifar, tmp_path):
     """The OOM killer SIGKILLs the trainer alone: its workers (train and validation) notice and exit soon after,
     instead of lingering with their memory."""
     step = random.Random(1234).randrange(CIFAR_STEPS_PER_EPOCH + 2, TOTAL_STEPS - 5)  # after validation's workers
     results = tmp_path / "results"
     output = tmp_path / "killed.txt"
     with open(output, "w") as out:
-        process = start_script("bin/train.py", *loader_command(results, cifar_root), stdout=out,
+        process = start_script("tests/faulty_train.py", *loader_command(results, tiny_cifar), stdout=out,
                                stderr=subprocess.STDOUT, env=env_with_faults("record_samples=1"))  # fmt: skip
         try:
             watcher = Watcher(process, results)

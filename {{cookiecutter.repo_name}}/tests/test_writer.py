@@ -76,23 +76,6 @@ def test_close_finishes_what_was_handed_over_and_prints_an_unreported_failure(ca
     assert "a background write failed: division by zero" in capsys.readouterr().err
 
 
-def test_submit_unless_failed_neither_raises_nor_silences_a_failure(capsys):
-    """The trainer's error path hands its last TensorBoard scalars over this way: raising there would hide the
-    training's own error, and marking the write's failure as reported would keep it from being printed."""
-    writer, done, failing = BackgroundWriter(), [], threading.Event()
-
-    def disk_full():
-        failing.set()
-        raise OSError(28, "No space left on device")
-
-    writer.submit(disk_full)
-    assert failing.wait(TIMEOUT_S)
-    writer.submit_unless_failed(lambda: done.append("scalars"))  # the failure may or may not be recorded yet
-    writer.close(in_flight=ValueError("the training's own error"))
-    assert done == [], "nothing after a failed write is written"
-    assert "a background write failed: [Errno 28] No space left on device" in capsys.readouterr().err
-
-
 def test_a_third_checkpoint_waits_until_the_writer_has_caught_up():
     """At most one checkpoint waits while one is written: a slow disk throttles training instead of filling memory."""
     writer, done = BackgroundWriter(), []
