@@ -41,7 +41,8 @@ DEPENDENCY_MODULES = frozenset(
     absl cfgv cuda dateutil distlib execnet filelock fsspec functorch google grpc hypothesis identify iniconfig
     isympy jinja2 markdown markupsafe mpmath networkx nodeenv numpy nvidia omegaconf packaging pandas pip
     platformdirs pluggy pre_commit py pygments pytest python_discovery ruff setuptools sortedcontainers sympy
-    tensorboard tensorboard_data_server torch torchgen torchvision tqdm triton typing_extensions tzdata
+    tensorboard tensorboard_data_server torch torchgen torchmetrics lightning_utilities torchvision tqdm triton
+    typing_extensions tzdata
     virtualenv werkzeug xdist yaml
     colorama exceptiongroup tomli six pytz antlr4 pkg_resources wheel attr attrs
     cachetools certifi charset_normalizer google_auth_oauthlib idna oauthlib pyasn1 pyasn1_modules requests
@@ -60,11 +61,13 @@ STDLIB_OTHER_PYTHONS = frozenset(
 )
 # Files and folders at the top of the generated project (compared without case: LICENSE and a
 # package named license are one path on macOS and Windows).
+# Modules of the project's tests/ folder that are not test_*.py (pytest puts the folder on sys.path).
+TEST_MODULES = {"conftest", "fault_helpers", "faulty_train"}
 PROJECT_ENTRIES = {"bin", "data", "etc", "experiments", "license", "licenses", "runs", "tests", "training_scripts"}
 # Names bound or used in datasets/__init__.py and datasets/<dataset>_loading.py, where the loader
 # class is defined and registered, that a class name could take (builtins are refused apart).
 # tests/test_bake.py parses a baked project and checks that this is exactly that list.
-DATASET_NAMES_TAKEN = {"Cifar10Loader", "DATASETS", "Path", "Split"}
+DATASET_NAMES_TAKEN = {"Cifar10Loader", "ConfigError", "DATASETS", "DataConfig", "ImageFolderLoader", "Path", "Split"}
 # Builtins of other supported Pythons that a class name could take.
 BUILTINS_OTHER_PYTHONS = {"BaseExceptionGroup", "EncodingWarning", "ExceptionGroup", "PythonFinalizationError"}
 WINDOWS_FORBIDDEN = set('<>:"|?*')
@@ -151,8 +154,8 @@ def check_package_name(prompt: str, value: str) -> None:
         raise _fail(
             prompt, value, "would shadow a module of a dependency of the project (torch, pytest and what they install)"
         )
-    if value == "conftest" or value.startswith("test_") or value.endswith("_test"):
-        raise _fail(prompt, value, "is a name pytest gives test modules (conftest, test_*, *_test)")
+    if value in TEST_MODULES or value.startswith("test_") or value.endswith("_test"):
+        raise _fail(prompt, value, f"is the name of a test module ({', '.join(sorted(TEST_MODULES))}, test_*, *_test)")
     if value.lower() in PROJECT_ENTRIES:
         raise _fail(
             prompt, value, f"is the name of a file or folder of the project ({', '.join(sorted(PROJECT_ENTRIES))})"

@@ -57,7 +57,7 @@ ACCEPTED = {
     "dependency name as dataset": {"dataset": "yaml"},
     "dunder dataset": {"dataset": "__main__"},
     "class name OmegaConf": {"dataset_loading_class": "OmegaConf"},
-    "class name DataConfig": {"dataset_loading_class": "DataConfig"},
+    "class name DataLoaderConfig": {"dataset_loading_class": "DataLoaderConfig"},
     "upper-case package": {"proj_name": "Zoo_Net2"},
     "booleans as words": {"init_git": "yes", "setup_env": "No"},
     "booleans as digits": {"init_git": "1", "setup_env": "0"},
@@ -82,7 +82,7 @@ STDLIB = "would shadow a module of the standard library"
 DEPENDENCY = "would shadow a module of a dependency of the project"
 INSTALLED = "would shadow the module installed where cookiecutter runs, found at "
 RESERVED = "must not start with two underscores"
-PYTEST = "name pytest gives test modules"
+PYTEST = "name of a test module"
 PROJECT_ENTRY = "name of a file or folder of the project"
 DEVICE = "device name on Windows"
 CLASS = "class name"
