@@ -1,17 +1,15 @@
-"""Timing discipline and the shape of a result row.
+"""Timing discipline, the shape of a result row, and the machine the numbers come from.
 
-Every comparison runs its sides in one process, interleaved: repetition ``i``
-runs the sides in an order rotated by ``i`` (A B, B A, ...), so drift of the
-machine (other processes, CPU clocks, a warming file cache) spreads over all
-sides instead of landing on one.  Medians, not means, so one disturbed
-repetition does not move the result.
+The sides of a comparison run interleaved: repetition ``i`` runs them in an
+order rotated by ``i`` (A B, B A, ...), so drift of the machine (other
+processes, clocks, a warming file cache) lands on every side, not on one.
+A/B is the median of the per-repetition ratios, each from sides run back to back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gc
-import math
 import os
 import platform
 import random
@@ -19,20 +17,19 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
 T = TypeVar("T")
-BOOTSTRAP_RESAMPLES = 2000  # for Row.ratio_ci
 
 
 def alternate(sides: dict[str, Callable[[], T]], repeats: int, warmup: int = 0) -> dict[str, list[T]]:
     """Call every side ``warmup + repeats`` times, interleaved and rotated; keep the last ``repeats`` results.
 
-    Warm-up rounds pay one-off costs (lazy imports, first-call kernel
-    selection, a cold file cache) that no side should be charged for.
+    The warm-up rounds pay one-off costs (lazy imports, first-call kernel
+    choices, a cold file cache) that no side should be charged for.
     """
     names = list(sides)
     kept: dict[str, list[T]] = {name: [] for name in names}
@@ -47,29 +44,22 @@ def alternate(sides: dict[str, Callable[[], T]], repeats: int, warmup: int = 0) 
 
 
 class Disturbance:
-    """How much CPU other processes took while a block ran (Linux; elsewhere None).
+    """The share of the CPUs other processes used while a block ran (Linux ``/proc/stat``; elsewhere None).
 
-    The machine's busy CPU time (``/proc/stat``, all cores) minus this
-    process's and its waited-for children's, as a share of the cores' wall
-    time; plus the hypervisor's *steal* time, CPU a virtual machine was
-    denied.  More than a few percent means the timings of that block are
-    disturbed.
+    The machine's busy time minus this process's and its children's, over the
+    cores' wall time.  A few percent or more: the block shared the CPU.
     """
 
-    def __init__(self) -> None:
-        self.others_share: float | None = None
-        self.steal_share: float | None = None
+    others_share: float | None = None
 
     @staticmethod
-    def _machine() -> tuple[float, float] | None:
+    def _busy() -> float | None:
         try:
             with open("/proc/stat") as f:
-                values = [int(v) for v in f.readline().split()[1:9]]
+                user, nice, system, _, _, irq, softirq = (int(v) for v in f.readline().split()[1:8])
         except (OSError, ValueError):
             return None
-        user, nice, system, idle, iowait, irq, softirq, steal = values
-        tick = os.sysconf("SC_CLK_TCK")
-        return (user + nice + system + irq + softirq) / tick, steal / tick
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
     def _own() -> float:
@@ -77,18 +67,15 @@ class Disturbance:
         return sum(u.ru_utime + u.ru_stime for u in usage)
 
     def __enter__(self) -> Disturbance:
-        self._start = time.perf_counter(), self._machine(), self._own()
+        self._start = time.perf_counter(), self._busy(), self._own()
         return self
 
     def __exit__(self, *exc) -> None:
-        wall0, machine0, own0 = self._start
-        machine1 = self._machine()
-        if machine0 is None or machine1 is None:
-            return
-        capacity = (time.perf_counter() - wall0) * (os.cpu_count() or 1)
-        others = (machine1[0] - machine0[0]) - (self._own() - own0)
-        self.others_share = round(max(others, 0.0) / capacity, 3)
-        self.steal_share = round((machine1[1] - machine0[1]) / capacity, 3)
+        wall, busy, own = self._start
+        now = self._busy()
+        if busy is not None and now is not None:
+            others = (now - busy) - (self._own() - own)
+            self.others_share = round(max(others, 0.0) / ((time.perf_counter() - wall) * (os.cpu_count() or 1)), 3)
 
 
 @dataclass
@@ -103,74 +90,40 @@ class Side:
     def median(self) -> float:
         return statistics.median(self.values)
 
-    def as_json(self) -> dict[str, Any]:
-        return {"label": self.label, "unit": self.unit, "median": self.median, "values": self.values}
-
 
 @dataclass
 class Row:
-    """A comparison of side A (the project) with side B (the reference), and whether both computed the same."""
+    """Side A (the project) against side B (the reference), and whether both computed the same thing."""
 
     id: str
-    title: str
-    a: Side | None = None
-    b: Side | None = None
-    target_op: str = "<="  # the target is: ratio A/B <op> target
-    target: float = math.inf
-    check_passed: bool | None = None  # both sides computed the same thing
+    a: Side | None
+    b: Side | None
+    target_op: str  # the target is: A/B <op> target
+    target: float
+    check_passed: bool | None = None
     check_detail: str = ""
-    skipped: str | None = None  # why the row did not run (e.g. Lightning missing)
+    skipped: str | None = None  # why the row did not run (Lightning missing)
     notes: dict[str, Any] = field(default_factory=dict)
-    paired: bool = True  # A and B values come in pairs from the same repetitions
 
-    def _pair_ratios(self) -> list[float] | None:
-        """A/B of every repetition when the values come in pairs, else None."""
-        if not self.paired or len(self.a.values) != len(self.b.values):
-            return None
-        return [a / b for a, b in zip(self.a.values, self.b.values, strict=True)]
+    @property
+    def ratios(self) -> list[float]:
+        """A/B of every repetition (the sides' values come in pairs)."""
+        return [] if self.skipped else [a / b for a, b in zip(self.a.values, self.b.values, strict=True)]
 
     @property
     def ratio(self) -> float | None:
-        """A/B: the median of the per-repetition ratios when paired (robust to the machine drifting), else
-        the ratio of the medians."""
-        if self.a is None or self.b is None or not all(self.b.values):
-            return None
-        pairs = self._pair_ratios()
-        return self.a.median / self.b.median if pairs is None else statistics.median(pairs)
-
-    @property
-    def ratio_range(self) -> tuple[float, float] | None:
-        """Smallest and largest per-repetition A/B (paired rows only): how much the ratio moved."""
-        pairs = None if self.ratio is None else self._pair_ratios()
-        return None if pairs is None else (min(pairs), max(pairs))
+        return statistics.median(self.ratios) if self.ratios else None
 
     @property
     def ratio_ci(self) -> tuple[float, float] | None:
-        """A 90% bootstrap interval of ``ratio``: how well this run pins the ratio down.
-
-        The repetitions are resampled with replacement ``BOOTSTRAP_RESAMPLES``
-        times (pairs together when paired, each side on its own otherwise) and
-        the ratio is computed on each resample; the interval holds the middle
-        90% of them.  Seeded, so a report is reproducible from its values.
-        """
-        if self.ratio is None:
+        """A 90% bootstrap interval of ``ratio``: the repetitions resampled 2,000 times (seeded, so it can be
+        recomputed from the JSON's values); the interval holds the middle 90% of the resampled medians."""
+        pairs = self.ratios
+        if not pairs:
             return None
         rng = random.Random(0)
-        a, b, pairs = self.a.values, self.b.values, self._pair_ratios()
-        estimates = []
-        for _ in range(BOOTSTRAP_RESAMPLES):
-            if pairs is not None:
-                estimates.append(statistics.median(pairs[rng.randrange(len(pairs))] for _ in pairs))
-            else:
-                estimates.append(
-                    statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
-                )
-        estimates.sort()
-        return estimates[int(0.05 * len(estimates))], estimates[int(0.95 * len(estimates)) - 1]
-
-    @property
-    def target_text(self) -> str:
-        return f"A/B {self.target_op} {self.target:g}"
+        estimates = sorted(statistics.median(rng.choices(pairs, k=len(pairs))) for _ in range(2000))
+        return estimates[100], estimates[1899]
 
     @property
     def target_met(self) -> bool | None:
@@ -179,29 +132,23 @@ class Row:
         return self.ratio <= self.target if self.target_op == "<=" else self.ratio < self.target
 
     def as_json(self) -> dict[str, Any]:
-        out = {key: value for key, value in asdict(self).items() if key not in ("a", "b")}
-        out.update(
-            a=self.a.as_json() if self.a else None,
-            b=self.b.as_json() if self.b else None,
-            ratio=self.ratio,
-            ratio_range=self.ratio_range,
-            ratio_ci90=self.ratio_ci,
-            target=self.target_text,
-            target_value=self.target,
-            target_met=self.target_met,
-        )
-        return out
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        sides = {
+            name: vars(side) | {"median": side.median} if side else None
+            for name, side in (("a", self.a), ("b", self.b))
+        }
+        return {
+            "id": self.id,
+            **sides,
+            "ratio": self.ratio,
+            "ratio_ci90": self.ratio_ci,
+            "ratio_range": [min(self.ratios), max(self.ratios)] if self.ratios else None,
+            "target": f"A/B {self.target_op} {self.target:g}",
+            "target_met": self.target_met,
+            "check_passed": self.check_passed,
+            "check_detail": self.check_detail,
+            "skipped": self.skipped,
+            "notes": self.notes,
+        }
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -212,8 +159,14 @@ def machine(device: torch.device) -> dict[str, Any]:
         lightning_version = lightning.__version__
     except ImportError:
         lightning_version = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
     info = {
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu,
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -221,10 +174,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "date": dt.date.today().isoformat(),
     }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     return info

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Benchmark the project this template generates: ``python benchmarks/run.py [--quick] [--repeats N] [--out PATH]``.
 
-Bakes the template into a temporary folder, imports the baked project and
-compares its trainer with a bare PyTorch loop and with Lightning, its
-in-memory batches with a DataLoader, its checkpoints with its epochs and its
-start-up with ``import torch``.  Prints a table and writes it as JSON.  The
-exit status is 1 if two sides of a comparison did not compute the same thing;
-a missed speed target is reported, never an error.  See benchmarks/README.md.
+Bakes the template into a temporary folder and compares the baked project's
+trainer with a bare PyTorch loop and with Lightning, its whole training
+process with a bare script's, and its start-up with ``import torch``.  Prints
+a table and writes it as JSON.  Exit status 1 if two sides of a comparison did
+not compute the same thing; a missed speed target is reported (``NO``), never
+an error.  See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,144 +24,254 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, from any working directory
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling modules, from any working directory
 
-from comparisons import FULL, GROUPS, QUICK, Bench  # noqa: E402
-from measure import Disturbance, Row, machine  # noqa: E402
-from project import Project, bake, register_table_dataset, template_version, write_cifar10  # noqa: E402
+import sides  # noqa: E402
+from measure import Disturbance, Row, Side, alternate, machine  # noqa: E402
 
-DISTURBED = 0.05  # share of the CPUs taken by others (or stolen) above which a group's timings are unreliable
+LOSS_RTOL = 1e-4  # final losses of two sides may differ by this much (relative): summation order only
+WEIGHT_ATOL = 1e-4  # ... and their final weights by this much
+SHARED = 0.05  # share of the CPUs used by other processes above which the timings are flagged
+ORDER = ["trainer_vs_bare/cnn", "process/cnn", "startup/help", "trainer_vs_lightning/mlp",
+         "trainer_vs_lightning/mlp_images", "trainer_vs_lightning/cnn"]  # fmt: skip
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--quick", action="store_true", help="tiny data, 1 repetition: checks that everything runs")
-    parser.add_argument("--repeats", type=int, help="timed repetitions of every side (default: 7, --quick: 1)")
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).with_name("results.json"), help="JSON output (%(default)s)"
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    repeats: int  # timed repetitions of every side
+    warmup: int  # untimed rounds first
+    startup_repeats: int
+    cifar_images: int  # synthetic CIFAR-10 training records for the cnn (10% validate)
+    cnn_epochs: int
+    table_rows: int  # the synthetic table of the mlp (10% test, then 20% of the rest validate)
+    table_features: int
+    mlp_epochs: int
+    image_mlp_images: int  # synthetic CIFAR-10 records for the mlp on images
+    image_mlp_epochs: int
+
+
+FULL = Settings(5, 1, 15, 5_000, 2, 50_000, 64, 6, 50_000, 2)
+QUICK = Settings(1, 0, 1, 300, 1, 2_000, 16, 1, 300, 1)
+
+
+@dataclasses.dataclass
+class Bench:
+    project: sides.Project
+    work: Path
+    s: Settings
+    device: str
+    cifar: Path
+    cifar_big: Path
+
+    def cnn(self):  # the shipped cifar10 config: CNN n_filters=32, batch 128, augmentation, SGD, schedule
+        return self.project.config("cifar10", {"data.root": self.cifar, "num_epochs": self.s.cnn_epochs,
+                                               "device": self.device})  # fmt: skip
+
+    def mlp(self):  # the iris config's mlp (64 hidden units, SGD momentum) on the table, batch 128
+        return self.project.config("iris", {"data.name": sides.TABLE, "batch_size": 128, "num_epochs": self.s.mlp_epochs,
+                                            "device": self.device})  # fmt: skip
+
+    def mlp_images(self):  # the cifar10 config with --model=mlp, no augmentation
+        return self.project.config("cifar10", {"model": "mlp", "data.root": self.cifar_big, "data.augment": False,
+                                               "num_epochs": self.s.image_mlp_epochs, "device": self.device})  # fmt: skip
+
+
+def same_training(reference: list, runs: list) -> tuple[bool, str]:
+    """Did every run start from the reference's weights and end with its losses and weights (and features)?"""
+    ref = reference[0]
+    same_start = all(torch.equal(run.initial[k], v) for run in [*reference, *runs] for k, v in ref.initial.items())
+    loss_diff = max(abs(mine - theirs) / abs(theirs) for run in [*reference, *runs]
+                    for mine, theirs in ((run.train_loss, ref.train_loss), (run.valid_loss, ref.valid_loss)))  # fmt: skip
+    weight_diff = max(
+        (run.final[k] - v).abs().max().item() if v.is_floating_point() else (0 if torch.equal(run.final[k], v) else math.inf)
+        for run in [*reference, *runs] for k, v in ref.final.items()
+    )  # fmt: skip
+    missing = sorted({gap for run in [*reference, *runs] for gap in run.missing})
+    passed = same_start and loss_diff <= LOSS_RTOL and weight_diff <= WEIGHT_ATOL and not missing
+    detail = (f"{'same' if same_start else 'DIFFERENT'} initial weights; last train/valid loss {ref.train_loss:.6g}/"
+              f"{ref.valid_loss:.6g}, max rel. difference {loss_diff:.2g} (tol {LOSS_RTOL:g}); max weight difference "
+              f"{weight_diff:.2g} (tol {WEIGHT_ATOL:g})" + (f"; NO TRACE OF: {', '.join(missing)}" if missing else ""))  # fmt: skip
+    return passed, detail
+
+
+def training_rows(bench: Bench, name: str, cfg, with_bare: bool) -> list[Row]:
+    """The project's trainer against the bare loop (cnn only) and Lightning, interleaved, on workload ``name``."""
+    project, s = bench.project, bench.s
+    loops = {"trainer": lambda: sides.run_trainer(project, cfg, bench.work)}
+    if with_bare:
+        loops["bare"] = lambda: sides.run_bare(project, cfg)
+    no_lightning = sides.lightning_missing()
+    if not no_lightning:
+        loops["lightning"] = lambda: sides.run_lightning(project, cfg, bench.work)
+    print(f"  {name}: {', '.join(loops)} x {s.repeats} (+{s.warmup} warm-up), {cfg.num_epochs} epochs each", flush=True)
+    runs = alternate(loops, s.repeats, s.warmup)
+    per_epoch = {side: [r.seconds / cfg.num_epochs for r in values] for side, values in runs.items()}
+    trainer = Side("project Trainer.fit(), all features", "s/epoch", per_epoch["trainer"])
+    rows = []
+    if with_bare:
+        bare = Side("bare loop", "s/epoch", per_epoch["bare"])
+        rows.append(
+            Row(f"trainer_vs_bare/{name}", trainer, bare, "<=", 1.03, *same_training(runs["trainer"], runs["bare"]))
+        )
+    row = Row(f"trainer_vs_lightning/{name}", None, None, "<", 1.0, skipped=no_lightning)
+    if not no_lightning:
+        row.a, row.b = trainer, Side("Lightning Trainer.fit()", "s/epoch", per_epoch["lightning"])
+        row.check_passed, row.check_detail = same_training(runs["trainer"], runs["lightning"])
+    return [*rows, row]
+
+
+def run_process(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # bytecode cached, as in a checkout
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
+    return time.perf_counter() - start, done
+
+
+def process_rows(bench: Bench) -> list[Row]:
+    """``bin/train.py cifar10`` against ``bare.py`` as a script, each a new process into a new folder."""
+    project, s, cfg = bench.project, bench.s, bench.cnn()
+    parts, results = project.write_parts(bench.work), []
+
+    def train_py():
+        out = tempfile.mkdtemp(dir=bench.work, prefix="process-")
+        seconds, done = run_process([sys.executable, "bin/train.py", "cifar10", out, f"--data.root={bench.cifar}",
+                                     f"--num_epochs={cfg.num_epochs}", f"--device={bench.device}"], project.root)  # fmt: skip
+        history = (Path(out) / "history.csv").read_text().splitlines() if done.returncode == 0 else []
+        last = dict(zip(history[0].split(","), history[-1].split(","), strict=True)) if len(history) > 1 else {}
+        kept = len(list(Path(out).glob("checkpoints/step_*")))
+        ok = len(history) == cfg.num_epochs + 1 and kept == min(cfg.num_epochs, cfg.checkpoint.keep)
+        results.append(
+            ("train.py", done, ok, float(last.get("train_loss", "nan")), float(last.get("valid_loss", "nan")))
+        )
+        return seconds
+
+    def bare_py():
+        out = tempfile.mkdtemp(dir=bench.work, prefix="bare-")
+        settings = json.dumps(project.bare_settings(cfg))
+        seconds, done = run_process([sys.executable, str(HERE / "bare.py"), str(bench.cifar), out, settings, str(parts)],
+                                    project.root)  # fmt: skip
+        last = json.loads(done.stdout.splitlines()[-1]) if done.returncode == 0 else {}
+        ok = len(list(Path(out).glob("epoch_*.pt"))) == cfg.num_epochs
+        results.append(("bare.py", done, ok, last.get("train_loss", math.nan), last.get("valid_loss", math.nan)))
+        return seconds
+
+    print(f"  train.py, bare.py x {s.repeats} (+{s.warmup} warm-up), {cfg.num_epochs} epochs each", flush=True)
+    times = alternate({"train.py": train_py, "bare.py": bare_py}, s.repeats, s.warmup)
+    failed = [
+        f"{name} exit {done.returncode}: {done.stderr.strip()[-300:]}" for name, done, ok, *_ in results if not ok
+    ]
+    ref = results[0]
+    loss_diff = max(abs(r[3] - ref[3]) / abs(ref[3]) + abs(r[4] - ref[4]) / abs(ref[4]) for r in results)
+    passed = not failed and loss_diff <= LOSS_RTOL
+    detail = failed[0] if failed else (f"every run: exit 0, a checkpoint per epoch; last train/valid loss {ref[3]:.6g}/"
+                                       f"{ref[4]:.6g}, max rel. difference {loss_diff:.2g} (tol {LOSS_RTOL:g})")  # fmt: skip
+    a = Side(f"bin/train.py cifar10 --num_epochs={cfg.num_epochs}", "s", times["train.py"])
+    return [Row("process/cnn", a, Side("bare.py, a bare script", "s", times["bare.py"]), "<=", 1.08, passed, detail)]
+
+
+def startup_rows(bench: Bench) -> list[Row]:
+    """``bin/train.py --help`` against ``python -c "import torch"``, each a new process."""
+    s, outputs = bench.s, {}
+    commands = {"help": [sys.executable, "bin/train.py", "--help"], "torch": [sys.executable, "-c", "import torch"]}
+
+    def run(name: str) -> float:
+        seconds, outputs[name] = run_process(commands[name], bench.project.root)
+        return seconds
+
+    print(f"  --help, import torch x {s.startup_repeats} (+{s.warmup} warm-up)", flush=True)
+    times = alternate({name: lambda name=name: run(name) for name in commands}, s.startup_repeats, s.warmup)
+    passed = (
+        outputs["help"].returncode == 0 and "configs" in outputs["help"].stdout and outputs["torch"].returncode == 0
     )
-    parser.add_argument("--device", default="cpu", help="the configs' device key: cpu, cuda, auto (default: cpu)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument(
-        "--only", default=",".join(GROUPS), help=f"comma-separated groups to run (default: {','.join(GROUPS)})"
-    )
-    args = parser.parse_args(argv)
-    unknown = set(args.only.split(",")) - set(GROUPS)
-    if unknown:
-        parser.error(f"--only: unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
-    if args.repeats is not None and args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    return args
+    detail = f"--help exit {outputs['help'].returncode}, lists the configs: {'configs' in outputs['help'].stdout}"
+    a, b = Side("bin/train.py --help", "s", times["help"]), Side('python -c "import torch"', "s", times["torch"])
+    return [Row("startup/help", a, b, "<=", 1.3, passed, detail)]
 
 
-def describe(disturbance: Disturbance) -> str:
-    if disturbance.others_share is None:
-        return "disturbance unknown"
-    text = f"other processes used {disturbance.others_share:.0%} of the CPUs, steal {disturbance.steal_share:.0%}"
-    if disturbance.others_share + disturbance.steal_share > DISTURBED:
-        text += ": DISTURBED, timings unreliable"
-    return text
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
+GROUPS = {
+    "cnn": lambda bench: training_rows(bench, "cnn", bench.cnn(), with_bare=True),
+    "process": process_rows,
+    "startup": startup_rows,
+    "mlp": lambda bench: training_rows(bench, "mlp", bench.mlp(), with_bare=False),
+    "mlp_images": lambda bench: training_rows(bench, "mlp_images", bench.mlp_images(), with_bare=False),
+}
 
 
 def table(rows: list[Row]) -> str:
-    """The rows as a fixed-width text table."""
-    header = ("row", "A", "median A", "B", "median B", "A/B", "A/B 90% CI", "target", "met", "same result")
-    lines = []
+    header = ("row", "A, median", "B, median", "A/B", "90% CI", "range", "target", "met", "same result")
+    lines = [header]
     for row in rows:
         if row.skipped:
-            lines.append((row.id, "skipped", "", "", "", "", "", row.target_text, "", row.skipped))
+            lines.append((row.id, "skipped", row.skipped, "", "", "", "", "", ""))
             continue
-        assert row.a is not None and row.b is not None
-        lines.append(
-            (
-                row.id,
-                row.a.label,
-                f"{fmt(row.a.median)} {row.a.unit}",
-                row.b.label,
-                f"{fmt(row.b.median)} {row.b.unit}",
-                fmt(row.ratio, 3),
-                "-" if row.ratio_ci is None else f"{fmt(row.ratio_ci[0], 3)}-{fmt(row.ratio_ci[1], 3)}",
-                row.target_text,
-                "yes" if row.target_met else "NO",
-                "ok" if row.check_passed else "FAILED",
-            )
-        )
-    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
-    out = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *lines]
-    ]
-    out.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(out)
+        lines.append((
+            row.id, f"{row.a.median:.3g} {row.a.unit}", f"{row.b.median:.3g} {row.b.unit}", f"{row.ratio:.3f}",
+            "-".join(f"{r:.3f}" for r in row.ratio_ci), f"{min(row.ratios):.3f}-{max(row.ratios):.3f}",
+            f"{row.target_op} {row.target:g}", "yes" if row.target_met else "NO", "ok" if row.check_passed else "FAILED",
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines]
+    return "\n".join([out[0], "  ".join("-" * w for w in widths), *out[1:]])
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    settings = QUICK if args.quick else FULL
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--quick", action="store_true", help="tiny data, 1 repetition: does everything still run?")
+    parser.add_argument("--repeats", type=int, help=f"timed repetitions of every side (default {FULL.repeats})")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json", help="the JSON report (%(default)s)")
+    parser.add_argument("--device", default="cpu", help="the configs' device key (default: cpu)")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"some of {','.join(GROUPS)}")
+    args = parser.parse_args(argv)
+    if set(args.only.split(",")) - set(GROUPS) or (args.repeats is not None and args.repeats < 1):
+        parser.error(f"--only takes some of {','.join(GROUPS)}; --repeats at least 1")
+    s = QUICK if args.quick else FULL
     if args.repeats:
-        settings = settings.with_repeats(args.repeats)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    groups = args.only.split(",")
-    with Disturbance() as idle:  # one idle second: is anything else running?
-        time.sleep(1)
-    if idle.others_share is not None and idle.others_share + idle.steal_share > DISTURBED:
-        print(f"warning: the machine is busy: in one idle second, {describe(idle)}")
-    started = time.perf_counter()
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="template-benchmarks-") as tmp:
-        work_dir = Path(tmp)
-        root, package = bake(work_dir / "baked")
-        print(f"baked {root.name} (package {package}) into {work_dir}")
-        project = Project(root, package)
-        register_table_dataset(project, settings.mlp_samples, settings.mlp_features)
-        cifar_root = write_cifar10(work_dir / "cifar10", settings.cifar_samples, test_samples=100)
-        cifar_full_root = write_cifar10(work_dir / "cifar10_full", settings.mlp_images_samples, test_samples=100)
-        bench = Bench(project, work_dir, settings, args.device, cifar_root, cifar_full_root)
-        info = machine(project.device(bench.mlp_config()))
-        info["others_cpu_share_before_start"] = idle.others_share
-        print(f"machine: {info['cpu_model']}, {info['cpu_cores']} cores, torch {info['torch']}, {info['device']}")
-        for group in groups:
-            print(f"[{group}]")
-            group_start = time.perf_counter()
+        s = dataclasses.replace(s, repeats=args.repeats, startup_repeats=3 * args.repeats)
+    load_before, started, rows = os.getloadavg(), time.perf_counter(), []
+    with tempfile.TemporaryDirectory(prefix="template-benchmarks-") as tmp, Disturbance() as whole:
+        work = Path(tmp)
+        root, package = sides.bake(work / "baked")
+        project = sides.Project(root, package)
+        project.register_table(s.table_rows, s.table_features)
+        cifar, cifar_big = (
+            sides.write_cifar10(work / "cifar10", s.cifar_images),
+            sides.write_cifar10(work / "big", s.image_mlp_images),
+        )
+        bench = Bench(project, work, s, args.device, cifar, cifar_big)
+        info = machine(project.device(bench.cnn()))
+        print(f"baked {root.name} ({package}); {info['cpu_model']}, {info['cpu_cores']} cores, torch {info['torch']}")
+        for group in args.only.split(","):
+            print(f"[{group}]", flush=True)
             with Disturbance() as disturbance:
                 group_rows = GROUPS[group](bench)
             for row in group_rows:
-                row.notes.update(others_cpu_share=disturbance.others_share, steal_share=disturbance.steal_share)
+                row.notes["others_cpu_share"] = disturbance.others_share
             rows += group_rows
-            print(f"  ({time.perf_counter() - group_start:.0f} s; {describe(disturbance)})")
-
-    elapsed = time.perf_counter() - started
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    rows.sort(key=lambda row: ORDER.index(row.id))
+    shared = whole.others_share is not None and whole.others_share > SHARED
+    info.update(load_average_before=[round(x, 2) for x in load_before], load_average_after=[round(x, 2) for x in os.getloadavg()],
+                others_cpu_share=whole.others_share)  # fmt: skip
+    if shared:
+        info["note"] = (f"measured while other work shared the CPU: other processes used {whole.others_share:.0%} "
+                        "of the cores during the run; the sides alternate, so the noise hits both")  # fmt: skip
     failed = [row.id for row in rows if not row.skipped and not row.check_passed]
     report = {
-        "command": " ".join(["benchmarks/run.py", *argv]),
-        "mode": "quick" if args.quick else "full",
-        "template": template_version(),
-        "settings": dataclasses.asdict(settings),
-        "machine": info,
-        "elapsed_s": round(elapsed, 1),
-        "all_checks_passed": not failed,
+        "command": " ".join(["benchmarks/run.py", *argv]), "mode": "quick" if args.quick else "full",
+        "template": sides.template_version(), "settings": dataclasses.asdict(s), "machine": info,
+        "elapsed_s": round(time.perf_counter() - started, 1), "all_checks_passed": not failed,
         "rows": [row.as_json() for row in rows],
-    }
+    }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-
-    print()
-    print(table(rows))
-    print()
+    print(f"\n{table(rows)}\n")
     for row in rows:
-        if not row.skipped:
-            extra = "; ".join(f"{k}: {v}" for k, v in row.notes.items())
-            print(f"{row.id}: {row.check_detail}" + (f" [{extra}]" if extra else ""))
-    print(f"\n{len(rows)} rows in {elapsed:.0f} s; written to {args.out}")
+        print(
+            f"{row.id}: {row.skipped or row.check_detail} (others used {row.notes.get('others_cpu_share')} of the CPUs)"
+        )
+    print(f"\n{report['elapsed_s']:.0f} s; written to {args.out}" + (f"\n{info['note']}" if shared else ""))
     if args.quick:
-        print("(--quick: tiny data and one repetition; the timings mean nothing)")
+        print("(--quick: tiny data, one repetition: the timings mean nothing)")
     if failed:
         print(f"\nSAME-RESULT CHECK FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

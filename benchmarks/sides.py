@@ -1,216 +1,331 @@
-"""The reference sides the generated trainer is compared with: a bare PyTorch loop and Lightning.
-
-Both are given what the trainer gets: the same network built from the same
-seed, the same tensors (taken from the project's own ``build``), the same
-batch order (``InMemoryBatches.order(epoch)``), the same optimizer and loss,
-and a validation pass per epoch.  Only the loop around them differs.
-"""
+"""The baked project, the benchmarks' data, and the three in-process sides: the project's trainer, the bare
+loop (``bare.py``) and Lightning.  Every side gets the same tensors from the project's own dataset loader, the
+same network class built after the same seed, the same batch order and the same augmentation function."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import importlib
+import inspect
+import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import bare
+import numpy as np
 import torch
-from project import Project, TrainerRun, clone_state, null_terminal, sync
 from torch import nn
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
+TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
+TABLE = "synthetic_table"  # the table workload's name in the project's DATASETS
+
+
+def bake(output_dir: Path) -> tuple[Path, str]:
+    """Bake the template with its default answers; return (project root, package).  Hooks skipped: with
+    ``setup_env=false init_git=false`` they only pick the licence file.  Cookiecutter's files stay in here."""
+    from cookiecutter.main import cookiecutter
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = output_dir / "cookiecutter-config.yaml"
+    config.write_text(f"cookiecutters_dir: {output_dir / 'cc'}\nreplay_dir: {output_dir / 'replay'}\n")
+    root = cookiecutter(str(TEMPLATE_ROOT), no_input=True, output_dir=str(output_dir), config_file=str(config),
+                        extra_context={"setup_env": False, "init_git": False}, accept_hooks=False)  # fmt: skip
+    return Path(root), json.loads((TEMPLATE_ROOT / "cookiecutter.json").read_text())["proj_name"]
+
+
+def template_version() -> dict:
+    """The template's git commit, and whether the project template, answers or hooks differ from it."""
+    try:
+        git = ["git", "-C", str(TEMPLATE_ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+        paths = ["{{cookiecutter.repo_name}}", "cookiecutter.json", "hooks"]
+        status = subprocess.run([*git, "status", "--porcelain", "--", *paths], capture_output=True, text=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.strip(), "dirty": bool(status.strip())}
+
+
+def write_cifar10(root: Path, samples: int, seed: int = 0) -> Path:
+    """Random images in the official CIFAR-10 binary format (``data_batch_1..5.bin``, ``test_batch.bin``)."""
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index, n in enumerate([*(len(p) for p in np.array_split(np.arange(samples), 5)), 100], start=1):
+        records = rng.integers(0, 256, (n, 1 + 3 * 32 * 32), dtype=np.uint8)
+        records[:, 0] %= 10
+        records.tofile(folder / (f"data_batch_{index}.bin" if index <= 5 else "test_batch.bin"))
+    return root
+
+
+class Project:
+    """The baked project's modules (its root first on ``sys.path``)."""
+
+    def __init__(self, root: Path, package: str):
+        self.root, self.package = root, package
+        sys.path.insert(0, str(root))
+        self.experiment, self.configs, self.cli = (self.module(m) for m in ("experiment", "configs", "engine.cli"))
+        self.results, self.datasets, self.cifar10 = (
+            self.module(m) for m in ("engine.results", "datasets", "datasets.cifar10")
+        )
+        self.networks = self.module("networks")
+
+    def module(self, name: str):
+        return importlib.import_module(f"{self.package}.{name}")
+
+    def config(self, name: str, overrides: dict):
+        """Config ``name`` with ``--key=value`` overrides, parsed and checked as ``bin/train.py`` does."""
+        cfg = self.cli.load_config(self.configs.CONFIGS, name, [f"{k}={v}" for k, v in overrides.items()],
+                                   self.configs.SELECTORS)  # fmt: skip
+        self.configs.check(cfg)
+        return cfg
+
+    def register_table(self, rows: int, features: int, classes: int = 10) -> None:
+        """A synthetic table (standard-normal features, labels of a random linear teacher) as the dataset
+        ``synthetic_table``: added to ``DATASETS``, the project's own extension point."""
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(rows, features, generator=generator)
+        y = (x @ torch.randn(features, classes, generator=generator)).argmax(1)
+        common = self.module("datasets.common")
+
+        class SyntheticTable:
+            input_shape, num_classes, class_names = [features], classes, [f"c{i}" for i in range(classes)]
+
+            def __init__(self, cfg, task):
+                self.cfg = cfg
+
+            def train_valid(self):
+                pool = common.Split(x[rows // 10 :], y[rows // 10 :])  # the first tenth is the test split
+                return common.carve_validation(pool, self.cfg.validation_split, self.cfg.split_seed)
+
+            def test(self):
+                return common.Split(x[: rows // 10], y[: rows // 10])
+
+            def batch_transform(self, train):
+                return None
+
+        self.datasets.DATASETS[TABLE] = SyntheticTable
+
+    def write_parts(self, folder: Path) -> Path:
+        """``project_parts.py`` for the bare script: the source of the project's CNN and augmentation."""
+        cnn = self.module("networks.cnn")
+        code = [inspect.getsource(f) for f in (cnn._block, cnn.CNN, self.cifar10.random_crop_flip)]
+        head = "from typing import Sequence\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+        (folder / "project_parts.py").write_text("\n\n".join([head, *code]))
+        return folder
+
+    def device(self, cfg) -> torch.device:
+        return self.experiment.resolve_device(cfg.device)
+
+    def bare_settings(self, cfg) -> dict:
+        """What the bare loop and script need of ``cfg``."""
+        opt, data = cfg.optimizer, cfg.data
+        assert opt.name == "SGD" and not opt.extra and cfg.task == "classification" and cfg.loss == "auto", cfg
+        return {
+            "batch_size": cfg.batch_size, "lr": opt.lr, "momentum": opt.momentum, "weight_decay": opt.weight_decay,
+            "lr_schedule": [list(pair) for pair in cfg.lr_schedule], "seed": cfg.seed, "split_seed": data.split_seed,
+            "validation_split": data.validation_split, "augment": data.augment, "epochs": cfg.num_epochs,
+            "device": str(self.device(cfg)), "n_filters": cfg.model.get("n_filters"),
+            "mean": list(self.cifar10.MEAN), "std": list(self.cifar10.STD),
+        }  # fmt: skip
+
+
+class NullTerminal:
+    """A stream that says it is a terminal and discards what it gets, counting it: progress bars then cost what
+    they cost in a terminal, whether the benchmark runs in one, a pipe or a test."""
+
+    encoding, chars = "utf-8", 0
+
+    def __init__(self):
+        self._sink = open(os.devnull, "w")
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        return self._sink.write(text)
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._sink.fileno()
+
+
+@contextlib.contextmanager
+def null_terminal():
+    saved, terminal = (sys.stdout, sys.stderr), NullTerminal()
+    sys.stdout = sys.stderr = terminal
+    try:
+        yield terminal
+    finally:
+        sys.stdout, sys.stderr = saved
+        terminal._sink.close()
 
 
 @dataclass
-class Workload:
-    """The data of one comparison as the project builds it for the trainer, for the other sides."""
+class Run:
+    """What one run of a training loop leaves for the comparison."""
 
-    cfg: object  # the project's config (OmegaConf)
-    train: object  # the project's InMemoryBatches of the training split (tensors and order(epoch))
-    valid: object  # ... and of the validation split
-    num_classes: int
-    transform: Transform | None  # hand-written normalisation, the same arithmetic as the dataset's
-    device: torch.device
+    seconds: float  # the epochs only (fit()), not building data and network
+    train_loss: float  # of the last epoch
+    valid_loss: float
+    initial: dict  # the network's weights before training
+    final: dict  # ... and after
+    missing: list[str] = field(default_factory=list)  # features that left no trace (trainer, Lightning)
 
 
-def make_workload(project: Project, cfg, normalise: bool) -> Workload:
-    """The project's own splits and batches for ``cfg`` (built outside every timer)."""
+def weights(network: nn.Module) -> dict:
+    return {name: value.detach().cpu().clone() for name, value in network.state_dict().items()}
+
+
+def run_trainer(project: Project, cfg, work_dir: Path) -> Run:
+    """The project's trainer, as ``experiment.train`` runs it: ``make_trainer`` into a fresh results directory,
+    stdout.txt/stderr.txt captured, ``resume()``, then ``fit()`` (timed): history.csv, TensorBoard, a checkpoint
+    per epoch, the tqdm bar on a null terminal."""
+    results = project.results.ResultsDir(Path(tempfile.mkdtemp(dir=work_dir, prefix="trainer-")))
+    trainer = project.experiment.make_trainer(cfg, results, project.device(cfg))
+    initial = weights(trainer.model.network)
+    with null_terminal() as terminal:
+        results.capture_output()
+        try:
+            trainer.resume()
+            start = time.perf_counter()
+            trainer.fit()
+            seconds = time.perf_counter() - start
+        finally:
+            results.release_output()
+    with open(results.history_path, newline="") as f:
+        history = list(csv.DictReader(f))
+    checkpoints = list((results.path / "checkpoints").glob("step_*"))
+    traces = {
+        "history.csv rows": len(history) == cfg.num_epochs,
+        "TensorBoard events": any(results.path.glob("events.out.tfevents.*")),
+        "a checkpoint per epoch": len(checkpoints) == min(cfg.num_epochs, cfg.checkpoint.keep),
+        "stdout.txt": (results.path / "stdout.txt").stat().st_size > 0,
+        "progress bar": terminal.chars > 0,
+    }
+    last = history[-1]
+    return Run(seconds, float(last["train_loss"]), float(last["valid_loss"]), initial,
+               weights(trainer.model.network), [name for name, ok in traces.items() if not ok])  # fmt: skip
+
+
+def workload(project: Project, cfg) -> tuple[list[torch.Tensor], tuple]:
+    """Fresh tensors of ``cfg``'s training and validation splits from the project's loader, on the device, and
+    the transforms for them: the dataset's normalisation (hand-written), with the project's augmentation."""
     device = project.device(cfg)
-    built = project.experiment.build(cfg, device)
-    num_classes = project.datasets.build_dataset(cfg.data).num_classes
-    transform = None
-    if normalise:  # CIFAR-10: uint8 images -> normalised floats, as Cifar10Loader.batch_transform without augment
-        mean = torch.tensor(project.cifar10.MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(project.cifar10.STD, device=device).view(1, 3, 1, 1)
-
-        def transform(x: torch.Tensor) -> torch.Tensor:
-            return (x.float() / 255 - mean) / std
-
-    return Workload(cfg, built["batches"]["train"], built["batches"]["valid"], num_classes, transform, device)
+    (x, y), (xv, yv) = project.datasets.build_dataset(cfg).train_valid()
+    data = [t.to(device) for t in (x, y, xv, yv)]
+    if x.dim() != 4:
+        return data, (None, None)
+    augment = project.cifar10.random_crop_flip if cfg.data.augment else None
+    mean, std = project.cifar10.MEAN, project.cifar10.STD
+    return data, (bare.image_transform(mean, std, device, augment), bare.image_transform(mean, std, device))
 
 
-def seeded_network(project: Project, workload: Workload) -> nn.Module:
-    """The network the trainer starts from: same registry entry, same seed, nothing consumed in between."""
-    torch.manual_seed(workload.cfg.seed)
-    outputs = workload.cfg.model.output_shape or workload.num_classes
-    shape = list(workload.train.x.shape[1:])
-    return project.networks.build_network(workload.cfg.model, shape, outputs).to(workload.device)
+def seeded_network(project: Project, cfg, data) -> nn.Module:
+    """The network the trainer starts from: the project's class, built right after ``torch.manual_seed``."""
+    torch.manual_seed(cfg.seed)
+    return project.networks.build_network(cfg.model, list(data[0].shape[1:]), 10).to(project.device(cfg))
 
 
-def make_optimizer(network: nn.Module, cfg) -> torch.optim.Optimizer:
-    """SGD with the config's lr, momentum and weight decay (the trainer's optimizer for these configs)."""
-    assert cfg.optimizer.name == "SGD" and not cfg.optimizer.extra, "the benchmark configs use plain SGD"
-    opt = cfg.optimizer
-    return torch.optim.SGD(network.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+def run_bare(project: Project, cfg) -> Run:
+    data, transforms = workload(project, cfg)
+    network = seeded_network(project, cfg, data)
+    initial = weights(network)
+    with null_terminal():
+        seconds, train_loss, valid_loss = bare.train(
+            network, data, project.bare_settings(cfg), cfg.num_epochs, transforms
+        )
+    return Run(seconds, train_loss, valid_loss, initial, weights(network))
 
 
-def batches(
-    x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int, transform: Transform | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Hand-written batching: index slices of the tensors in ``order``.
-
-    With ``index_select``, as the project's ``InMemoryBatches`` does (``x[index]``
-    is 10-20x slower on uint8 images on a CPU): the rows compare the loops, not
-    two ways of slicing.
-    """
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        inputs = x.index_select(0, index)
-        yield (transform(inputs) if transform else inputs), y.index_select(0, index)
-
-
-# -- the bare loop --------------------------------------------------------------------------------------
-def run_bare(project: Project, workload: Workload, epochs: int) -> TrainerRun:
-    """What one would write by hand: train, then validate, every epoch; no logging, no checkpoints."""
-    network = seeded_network(project, workload)
-    initial = clone_state(network)
-    optimizer = make_optimizer(network, workload.cfg)
-    loss_fn = nn.CrossEntropyLoss()
-    train, valid, batch_size = workload.train, workload.valid, workload.cfg.batch_size
-    valid_order = torch.arange(len(valid.x), device=workload.device)
-
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        network.train()
-        train_sum = torch.zeros((), device=workload.device)  # summed on the device: no sync per step
-        for x, y in batches(train.x, train.y, train.order(epoch), batch_size, workload.transform):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(x), y)
-            loss.backward()
-            optimizer.step()
-            train_sum += loss.detach() * len(y)
-        network.eval()
-        valid_sum = torch.zeros((), device=workload.device)
-        correct = torch.zeros((), device=workload.device, dtype=torch.long)
-        with torch.no_grad():
-            for x, y in batches(valid.x, valid.y, valid_order, batch_size, workload.transform):
-                outputs = network(x)
-                valid_sum += loss_fn(outputs, y) * len(y)
-                correct += (outputs.argmax(1) == y).sum()
-        valid_loss, train_loss = valid_sum.item() / len(valid.x), train_sum.item() / len(train.x)
-    sync(workload.device)
-    seconds = time.perf_counter() - start
-    return TrainerRun(seconds, train_loss, valid_loss, initial, clone_state(network))
-
-
-# -- Lightning ------------------------------------------------------------------------------------------
 def lightning_missing() -> str | None:
-    """None if Lightning can be imported, else why not."""
     try:
         import lightning  # noqa: F401
     except ImportError as err:
-        return f"lightning is not importable ({err}); pip install -r requirements-dev.txt"
+        return f"lightning is not importable ({err}): pip install -r requirements-dev.txt"
     return None
 
 
-class _EpochBatches:
-    """An iterable Lightning can use as a dataloader: each pass serves the epoch it is asked for."""
-
-    def __init__(self, x, y, batch_size: int, transform: Transform | None, order: Callable[[], torch.Tensor]):
-        self.x, self.y, self.batch_size, self.transform, self.order = x, y, batch_size, transform, order
-
-    def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return batches(self.x, self.y, self.order(), self.batch_size, self.transform)
-
-
-def run_lightning(project: Project, workload: Workload, epochs: int, work_dir: Path) -> TrainerRun:
-    """Lightning's Trainer with the features that match the generated trainer's, into a fresh folder.
-
-    On: a checkpoint every epoch (``ModelCheckpoint``), TensorBoard and CSV
-    loggers (the trainer writes TensorBoard and history.csv) at the trainer's
-    ``log_every_steps``, the tqdm progress bar redrawn every ``log_every_steps``
-    steps (its default, every step, would be slower) on a null terminal.  Off:
-    the sanity validation and the model summary, which the trainer does not do.
-    """
+def run_lightning(project: Project, cfg, work_dir: Path) -> Run:
+    """Lightning's ``Trainer.fit()`` with the features that match the project's: a checkpoint per epoch, the
+    TensorBoard and CSV loggers every ``log_every_steps``, loss and accuracy logged, the progress bar (redrawn
+    every ``log_every_steps`` steps) on a null terminal; no sanity validation and no model summary."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available: ..." and friends
         logging.getLogger(name).setLevel(logging.WARNING)
-    cfg = workload.cfg
+    data, transforms = workload(project, cfg)
+    s = project.bare_settings(cfg)
+    assert all(lr == s["lr"] for first, lr in s["lr_schedule"] if first <= cfg.num_epochs), "one lr for Lightning"
 
     class Classifier(L.LightningModule):
-        def __init__(self, network: nn.Module):
+        def __init__(self, network):
             super().__init__()
             self.network, self.loss_fn = network, nn.CrossEntropyLoss()
 
         def training_step(self, batch, batch_idx):
-            x, y = batch
-            outputs = self.network(x)
-            loss = self.loss_fn(outputs, y)
-            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
-            self.log("train_acc", (outputs.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+            outputs = self.network(batch[0])
+            loss = self.loss_fn(outputs, batch[1])
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[1]))
+            self.log(
+                "train_acc", (outputs.argmax(1) == batch[1]).float().mean(), on_epoch=True, batch_size=len(batch[1])
+            )
             return loss
 
         def validation_step(self, batch, batch_idx):
-            x, y = batch
-            outputs = self.network(x)
-            self.log("valid_loss", self.loss_fn(outputs, y), batch_size=len(y))
-            self.log("valid_acc", (outputs.argmax(1) == y).float().mean(), batch_size=len(y))
+            outputs = self.network(batch[0])
+            self.log("valid_loss", self.loss_fn(outputs, batch[1]), batch_size=len(batch[1]))
+            self.log("valid_acc", (outputs.argmax(1) == batch[1]).float().mean(), batch_size=len(batch[1]))
 
         def configure_optimizers(self):
-            return make_optimizer(self.network, cfg)
+            return bare.optimizer(self.network, s)
 
-    network = seeded_network(project, workload)
-    initial = clone_state(network)
-    module = Classifier(network)
-    train, valid = workload.train, workload.valid
-    # Lightning counts epochs from 0 and the trainer from 1: epoch e here is the trainer's e + 1.
-    train_data = _EpochBatches(
-        train.x, train.y, cfg.batch_size, workload.transform, lambda: train.order(module.current_epoch + 1)
-    )
-    valid_order = torch.arange(len(valid.x), device=workload.device)
-    valid_data = _EpochBatches(valid.x, valid.y, cfg.batch_size, workload.transform, lambda: valid_order)
+    class Batches:  # what Lightning iterates: each pass serves the trainer's order of the current epoch
+        def __init__(self, x, y, transform, order):
+            self.x, self.y, self.transform, self.order = x, y, transform, order
+
+        def __len__(self):
+            return -(-len(self.x) // cfg.batch_size)
+
+        def __iter__(self):
+            return bare.batches(self.x, self.y, self.order(), cfg.batch_size, self.transform)
+
+    network = seeded_network(project, cfg, data)
+    initial, module = weights(network), Classifier(network)
+    x, y, xv, yv = data
+    # Lightning counts epochs from 0, the project from 1.
+    train = Batches(x, y, transforms[0], lambda: bare.epoch_order(len(x), cfg.seed, module.current_epoch + 1, x.device))
+    valid = Batches(xv, yv, transforms[1], lambda: torch.arange(len(xv), device=xv.device))
     folder = Path(tempfile.mkdtemp(dir=work_dir, prefix="lightning-"))
     trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator=workload.device.type,
-        devices=1,
-        default_root_dir=folder,
+        max_epochs=cfg.num_epochs, accelerator=x.device.type, devices=1, default_root_dir=folder,
         logger=[TensorBoardLogger(folder, name="tb"), CSVLogger(folder, name="csv")],
-        log_every_n_steps=cfg.log_every_steps,
-        callbacks=[ModelCheckpoint(dirpath=folder / "checkpoints"), TQDMProgressBar(refresh_rate=cfg.log_every_steps)],
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-    )
+        log_every_n_steps=cfg.log_every_steps, num_sanity_val_steps=0, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=folder / "checkpoints"),
+                   TQDMProgressBar(refresh_rate=cfg.log_every_steps)],
+    )  # fmt: skip
     with null_terminal(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "does not have many workers": about DataLoaders, not used here
         start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=train_data, val_dataloaders=valid_data)
-        sync(workload.device)
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=valid)
         seconds = time.perf_counter() - start
     metrics = trainer.callback_metrics
-    return TrainerRun(
-        seconds,
-        train_loss=float(metrics["train_loss_epoch"]),
-        valid_loss=float(metrics["valid_loss"]),
-        initial=initial,
-        final=clone_state(network),
-        features={"checkpoints": len(list((folder / "checkpoints").glob("*.ckpt")))},
+    # ModelCheckpoint writes one at every epoch end and keeps the newest.
+    missing = (
+        [] if list(folder.glob(f"checkpoints/epoch={cfg.num_epochs - 1}-*.ckpt")) else ["the last epoch's checkpoint"]
+    )
+    return Run(
+        seconds, float(metrics["train_loss_epoch"]), float(metrics["valid_loss"]), initial, weights(network), missing
     )
