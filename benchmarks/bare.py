@@ -117,8 +117,8 @@ def main(argv: list[str]) -> None:
     network = CNN([3, 32, 32], 10, s["n_filters"]).to(device)
     augment = random_crop_flip if s["augment"] else None
     transforms = image_transform(s["mean"], s["std"], device, augment), image_transform(s["mean"], s["std"], device)
-    _, train_loss, valid_loss = train(network, data, s, s["epochs"], transforms, Path(out))
-    print(json.dumps({"train_loss": train_loss, "valid_loss": valid_loss}))
+    seconds, train_loss, valid_loss = train(network, data, s, s["epochs"], transforms, Path(out))
+    print(json.dumps({"seconds": seconds, "train_loss": train_loss, "valid_loss": valid_loss}))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ an error.  See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import dataclasses
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,17 +111,16 @@ def training_rows(bench: Bench, name: str, cfg, with_bare: bool) -> list[Row]:
     runs = alternate(loops, s.repeats, s.warmup)
     per_epoch = {side: [r.seconds / cfg.num_epochs for r in values] for side, values in runs.items()}
     trainer = Side("project Trainer.fit(), all features", "s/epoch", per_epoch["trainer"])
-    rows = []
+    notes = {"trainer fit() outside its epochs, s": round(statistics.median(r.outside for r in runs["trainer"]), 3)}
+    rows = [Row(f"trainer_vs_lightning/{name}", None, None, "<", 1.0, skipped=no_lightning, notes=notes)]
+    if not no_lightning:
+        rows[0].a, rows[0].b = trainer, Side("Lightning Trainer.fit()", "s/epoch", per_epoch["lightning"])
+        rows[0].check_passed, rows[0].check_detail = same_training(runs["trainer"], runs["lightning"])
     if with_bare:
         bare = Side("bare loop", "s/epoch", per_epoch["bare"])
-        rows.append(
-            Row(f"trainer_vs_bare/{name}", trainer, bare, "<=", 1.03, *same_training(runs["trainer"], runs["bare"]))
-        )
-    row = Row(f"trainer_vs_lightning/{name}", None, None, "<", 1.0, skipped=no_lightning)
-    if not no_lightning:
-        row.a, row.b = trainer, Side("Lightning Trainer.fit()", "s/epoch", per_epoch["lightning"])
-        row.check_passed, row.check_detail = same_training(runs["trainer"], runs["lightning"])
-    return [*rows, row]
+        passed, detail = same_training(runs["trainer"], runs["bare"])
+        rows.append(Row(f"trainer_vs_bare/{name}", trainer, bare, "<=", 1.03, passed, detail, notes=dict(notes)))
+    return rows
 
 
 def run_process(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
@@ -131,43 +133,50 @@ def run_process(command: list[str], cwd: Path) -> tuple[float, subprocess.Comple
 def process_rows(bench: Bench) -> list[Row]:
     """``bin/train.py cifar10`` against ``bare.py`` as a script, each a new process into a new folder."""
     project, s, cfg = bench.project, bench.s, bench.cnn()
-    parts, results = project.write_parts(bench.work), []
+    parts, runs = project.write_parts(bench.work), []
 
     def train_py():
-        out = tempfile.mkdtemp(dir=bench.work, prefix="process-")
-        seconds, done = run_process([sys.executable, "bin/train.py", "cifar10", out, f"--data.root={bench.cifar}",
+        out = Path(tempfile.mkdtemp(dir=bench.work, prefix="process-"))
+        seconds, done = run_process([sys.executable, "bin/train.py", "cifar10", str(out), f"--data.root={bench.cifar}",
                                      f"--num_epochs={cfg.num_epochs}", f"--device={bench.device}"], project.root)  # fmt: skip
-        history = (Path(out) / "history.csv").read_text().splitlines() if done.returncode == 0 else []
-        last = dict(zip(history[0].split(","), history[-1].split(","), strict=True)) if len(history) > 1 else {}
-        kept = len(list(Path(out).glob("checkpoints/step_*")))
-        ok = len(history) == cfg.num_epochs + 1 and kept == min(cfg.num_epochs, cfg.checkpoint.keep)
-        results.append(
-            ("train.py", done, ok, float(last.get("train_loss", "nan")), float(last.get("valid_loss", "nan")))
+        with open(out / "history.csv", newline="") if done.returncode == 0 else contextlib.nullcontext([]) as f:
+            history = list(csv.DictReader(f))
+        ok = len(history) == cfg.num_epochs and len(list(out.glob("checkpoints/step_*"))) == min(
+            cfg.num_epochs, cfg.checkpoint.keep
         )
+        last = history[-1] if ok else {}
+        epochs = sum(float(row["epoch_time_s"]) for row in history)
+        runs.append(("train.py", done, ok, float(last.get("train_loss", "nan")), float(last.get("valid_loss", "nan"))))
+        outside["train.py"].append(seconds - epochs)
         return seconds
 
     def bare_py():
         out = tempfile.mkdtemp(dir=bench.work, prefix="bare-")
         settings = json.dumps(project.bare_settings(cfg))
-        seconds, done = run_process([sys.executable, str(HERE / "bare.py"), str(bench.cifar), out, settings, str(parts)],
-                                    project.root)  # fmt: skip
+        seconds, done = run_process(
+            [sys.executable, str(HERE / "bare.py"), bench.cifar, out, settings, parts], project.root
+        )
         last = json.loads(done.stdout.splitlines()[-1]) if done.returncode == 0 else {}
         ok = len(list(Path(out).glob("epoch_*.pt"))) == cfg.num_epochs
-        results.append(("bare.py", done, ok, last.get("train_loss", math.nan), last.get("valid_loss", math.nan)))
+        runs.append(("bare.py", done, ok, last.get("train_loss", math.nan), last.get("valid_loss", math.nan)))
+        outside["bare.py"].append(seconds - last.get("seconds", math.nan))
         return seconds
 
+    outside = {"train.py": [], "bare.py": []}  # each run's time outside its epochs: start-up, reading, the end
     print(f"  train.py, bare.py x {s.repeats} (+{s.warmup} warm-up), {cfg.num_epochs} epochs each", flush=True)
     times = alternate({"train.py": train_py, "bare.py": bare_py}, s.repeats, s.warmup)
-    failed = [
-        f"{name} exit {done.returncode}: {done.stderr.strip()[-300:]}" for name, done, ok, *_ in results if not ok
-    ]
-    ref = results[0]
-    loss_diff = max(abs(r[3] - ref[3]) / abs(ref[3]) + abs(r[4] - ref[4]) / abs(ref[4]) for r in results)
+    failed = [f"{name} exit {done.returncode}: {done.stderr.strip()[-300:]}" for name, done, ok, *_ in runs if not ok]
+    ref = runs[0]
+    loss_diff = max(max(abs(r[3] - ref[3]) / abs(ref[3]), abs(r[4] - ref[4]) / abs(ref[4])) for r in runs)
     passed = not failed and loss_diff <= LOSS_RTOL
     detail = failed[0] if failed else (f"every run: exit 0, a checkpoint per epoch; last train/valid loss {ref[3]:.6g}/"
                                        f"{ref[4]:.6g}, max rel. difference {loss_diff:.2g} (tol {LOSS_RTOL:g})")  # fmt: skip
     a = Side(f"bin/train.py cifar10 --num_epochs={cfg.num_epochs}", "s", times["train.py"])
-    return [Row("process/cnn", a, Side("bare.py, a bare script", "s", times["bare.py"]), "<=", 1.08, passed, detail)]
+    row = Row("process/cnn", a, Side("bare.py, a bare script", "s", times["bare.py"]), "<=", 1.08, passed, detail)
+    row.notes = {
+        f"{name} outside its epochs, s": round(statistics.median(v[-s.repeats :]), 3) for name, v in outside.items()
+    }
+    return [row]
 
 
 def startup_rows(bench: Bench) -> list[Row]:
@@ -199,16 +208,17 @@ GROUPS = {
 
 
 def table(rows: list[Row]) -> str:
-    header = ("row", "A, median", "B, median", "A/B", "90% CI", "range", "target", "met", "same result")
+    header = ("row", "A, median", "B, median", "A/B", "90% CI", "range", "target", "met", "same result", "others' CPU")
     lines = [header]
     for row in rows:
         if row.skipped:
-            lines.append((row.id, "skipped", row.skipped, "", "", "", "", "", ""))
+            lines.append((row.id, "skipped", row.skipped, *[""] * 7))
             continue
         lines.append((
             row.id, f"{row.a.median:.3g} {row.a.unit}", f"{row.b.median:.3g} {row.b.unit}", f"{row.ratio:.3f}",
             "-".join(f"{r:.3f}" for r in row.ratio_ci), f"{min(row.ratios):.3f}-{max(row.ratios):.3f}",
             f"{row.target_op} {row.target:g}", "yes" if row.target_met else "NO", "ok" if row.check_passed else "FAILED",
+            "?" if row.notes["others_cpu_share"] is None else f"{row.notes['others_cpu_share']:.0%}",
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines]
@@ -228,7 +238,7 @@ def main(argv: list[str]) -> int:
     s = QUICK if args.quick else FULL
     if args.repeats:
         s = dataclasses.replace(s, repeats=args.repeats, startup_repeats=3 * args.repeats)
-    load_before, started, rows = os.getloadavg(), time.perf_counter(), []
+    load_before, started, rows, version = os.getloadavg(), time.perf_counter(), [], sides.template_version()
     with tempfile.TemporaryDirectory(prefix="template-benchmarks-") as tmp, Disturbance() as whole:
         work = Path(tmp)
         root, package = sides.bake(work / "baked")
@@ -258,7 +268,7 @@ def main(argv: list[str]) -> int:
     failed = [row.id for row in rows if not row.skipped and not row.check_passed]
     report = {
         "command": " ".join(["benchmarks/run.py", *argv]), "mode": "quick" if args.quick else "full",
-        "template": sides.template_version(), "settings": dataclasses.asdict(s), "machine": info,
+        "template": version, "settings": dataclasses.asdict(s), "machine": info,
         "elapsed_s": round(time.perf_counter() - started, 1), "all_checks_passed": not failed,
         "rows": [row.as_json() for row in rows],
     }  # fmt: skip
@@ -266,9 +276,7 @@ def main(argv: list[str]) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{table(rows)}\n")
     for row in rows:
-        print(
-            f"{row.id}: {row.skipped or row.check_detail} (others used {row.notes.get('others_cpu_share')} of the CPUs)"
-        )
+        print(f"{row.id}: {row.skipped or row.check_detail}; " + ", ".join(f"{k} {v}" for k, v in row.notes.items()))
     print(f"\n{report['elapsed_s']:.0f} s; written to {args.out}" + (f"\n{info['note']}" if shared else ""))
     if args.quick:
         print("(--quick: tiny data, one repetition: the timings mean nothing)")

@@ -181,6 +181,7 @@ class Run:
     initial: dict  # the network's weights before training
     final: dict  # ... and after
     missing: list[str] = field(default_factory=list)  # features that left no trace (trainer, Lightning)
+    outside: float = 0.0  # the trainer's fit() outside its epochs (epoch_time_s): set-up, the last write
 
 
 def weights(network: nn.Module) -> dict:
@@ -213,9 +214,9 @@ def run_trainer(project: Project, cfg, work_dir: Path) -> Run:
         "stdout.txt": (results.path / "stdout.txt").stat().st_size > 0,
         "progress bar": terminal.chars > 0,
     }
-    last = history[-1]
+    last, outside = history[-1], seconds - sum(float(row["epoch_time_s"]) for row in history)
     return Run(seconds, float(last["train_loss"]), float(last["valid_loss"]), initial,
-               weights(trainer.model.network), [name for name, ok in traces.items() if not ok])  # fmt: skip
+               weights(trainer.model.network), [name for name, ok in traces.items() if not ok], outside)  # fmt: skip
 
 
 def workload(project: Project, cfg) -> tuple[list[torch.Tensor], tuple]:
