@@ -6,21 +6,15 @@ useful step between the linear baseline and a full MLP.
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
 
 from .mlp import MLP
 
 
 class MLPFixed(MLP):
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        output_shape: int,
-        hidden_size: int = 64,
-        num_hidden_layers: int = 1,
-        dropout: float = 0.0,
-    ):
-        super().__init__(input_shape, output_shape, hidden_size, num_hidden_layers, dropout)
+    @functools.wraps(MLP.__init__)  # MLP's arguments, declared once: its signature is this network's config
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         # Frozen parameters get no gradient, and the training model only hands
         # trainable parameters to the optimizer (so no weight decay on them either).
         self.hidden.requires_grad_(False)
