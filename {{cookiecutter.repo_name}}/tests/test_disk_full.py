@@ -52,9 +52,7 @@ from fault_helpers import (
     train_command,
 )
 
-from {{ cookiecutter.proj_name }}.engine.checkpoint import CheckpointWriteError
 from {{ cookiecutter.proj_name }}.engine.results import LOG_ROOM, RESERVE_BYTES, ResultsDir
-from {{ cookiecutter.proj_name }}.engine.writer import BackgroundWriter
 
 SEED = 20261130
 DISK_BYTES = 2 * 2**20  # 4x what a run needs at its peak: 0.43 MiB (256 KiB of it the reserve), when measured
@@ -360,7 +358,7 @@ def newest_step(results: Path) -> int:
 
 def test_a_history_row_that_only_partly_fits_is_an_error_at_once(disk):
     """A row of which the full disk takes only the start (a short write) fails that very append, naming
-    history.csv: the background writer stops there, and no checkpoint can come to cover half a row."""
+    history.csv: the run stops there, and no checkpoint can come to cover half a row."""
     folder = disk / "results"
     folder.mkdir()
     results, page = ResultsDir(folder), page_size(disk)
@@ -378,20 +376,6 @@ def test_a_history_row_that_only_partly_fits_is_an_error_at_once(disk):
     assert failed is not None and failed.errno == errno.ENOSPC, failed
     assert before < page == results.history_path.stat().st_size, "the row that failed was the one cut short"
     assert failed.filename == str(results.history_path), failed
-
-
-def test_a_full_disk_seen_by_both_threads_is_reported_once(capsys):
-    """The background writer's checkpoint and the training thread's log line both hit the full disk: the
-    training thread's error is the one line; the writer does not print the same problem again."""
-    writer = BackgroundWriter()
-
-    def checkpoint():
-        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        raise CheckpointWriteError(f"could not write checkpoint step_000000002: {full}") from full
-
-    writer.submit(checkpoint, checkpoint=True)
-    writer.close(in_flight=OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "stdout.txt"))
-    assert capsys.readouterr().err == ""
 
 
 @pytest.fixture(scope="module")

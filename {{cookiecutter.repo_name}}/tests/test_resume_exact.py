@@ -82,9 +82,9 @@ def kill_and_resume(folder: Path, command: tuple, kills: list[tuple[int, bool]])
 def kill_at(command: tuple, target: int, during_write: bool, output: Path, old_tmp: list[str]) -> subprocess.Popen:
     """Run ``command`` and SIGKILL it at step ``target`` (or in the first checkpoint write from there on).
 
-    A kill outside a write pauses the run at step ``target`` (``pause_at_step``) and lands there, after the
-    background writer has caught up: Iris runs end milliseconds after any step, sooner than a busy machine
-    may schedule this process again.  The kills inside a write cover a writer in the middle of its work.
+    A kill outside a write pauses the run at step ``target`` (``pause_at_step``) and lands there: Iris runs
+    end milliseconds after any step, sooner than a busy machine may schedule this process again.  The kills
+    inside a write cover a checkpoint in the middle of its files.
     """
     results = command[1]
     wait_in = f"slow_checkpoint_s={SLOW_CHECKPOINT_S}" if during_write else f"pause_at_step={target}"

@@ -86,7 +86,7 @@ def killed_and_resumed(tmp_path: Path, command: tuple, step: int) -> Path:
                     for line in f.read_text().split("\n")
                     if line
                 )
-                and list(results.glob("checkpoints/step_*"))  # written in the background: it may still be on its way
+                and list(results.glob("checkpoints/step_*"))  # the step's checkpoint is written
             ):
                 assert process.poll() is None, (tmp_path / "killed.txt").read_text()
                 assert time.monotonic() < deadline, f"step {step} never came"

@@ -65,8 +65,7 @@ class RunLog:
         print("  ".join(parts))
 
     def sync(self) -> None:
-        """Put everything logged so far on disk: the checkpointer calls it before a checkpoint, which must not
-        outlive its history rows (resume cannot write lost rows again)."""
+        """Put everything logged so far on disk (the loop calls it before each checkpoint)."""
         if self.tensorboard is not None:
             with names_file(self.events):
                 self.tensorboard.flush()

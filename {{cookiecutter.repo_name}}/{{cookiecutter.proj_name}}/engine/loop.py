@@ -14,9 +14,8 @@ checkpoint computes exactly the numbers of a run that never stopped.
 
 Speed: nothing is read back from the device inside a step (a read-back makes
 the CPU wait until the GPU has run everything queued).  The loss sum stays on
-the device and is read every ``log_every_steps`` steps; checkpoints are written
-by a background thread.  The test set never reaches the loop: ``bin/evaluate.py``
-is a separate, explicit step.
+the device and is read every ``log_every_steps`` steps.  The test set never
+reaches the loop: ``bin/evaluate.py`` is a separate, explicit step.
 """
 
 from __future__ import annotations
@@ -139,27 +138,24 @@ class Trainer:
             print(f"Nothing to do: {self.epoch} of {num_epochs} epochs are done"
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
             return None
-        error: BaseException | None = None
+        # TensorBoard hides the points a killed process wrote after the checkpoint this one resumed from.
+        self.log = RunLog(self.results, first_step=self.global_step + 1)
         try:
-            # TensorBoard hides the points a killed process wrote after the checkpoint this one resumed from.
-            self.log = RunLog(self.results, first_step=self.global_step + 1)
-            while self.epoch < num_epochs and not self.stopped_early:
-                if self.stop.requested or not self._train_epoch(self.epoch + 1):
-                    self.save()  # a no-op where the newest checkpoint already holds this position
-                    return self.stop.name
-                self._end_epoch(self.epoch + 1)
-                if self.stop.requested and self.epoch < num_epochs:
-                    return self.stop.name
-            return None
-        except BaseException as err:
-            error = err
-            raise
+            stopped_by = self._run_epochs(num_epochs)
         finally:
-            try:
-                self.checkpointer.close(error)  # waits for the writes handed over (raises a failed one's error)
-            finally:
-                if self.log is not None:
-                    self.log.close()
+            self.log.close()
+        self.checkpointer.sync()
+        return stopped_by
+
+    def _run_epochs(self, num_epochs: int) -> str | None:
+        while self.epoch < num_epochs and not self.stopped_early:
+            if self.stop.requested or not self._train_epoch(self.epoch + 1):
+                self.save()  # a no-op where the newest checkpoint already holds this position
+                return self.stop.name
+            self._end_epoch(self.epoch + 1)
+            if self.stop.requested and self.epoch < num_epochs:
+                return self.stop.name
+        return None
 
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; False if a stop signal came (``fit`` then checkpoints)."""
@@ -266,10 +262,11 @@ class Trainer:
         return bool(every_minutes) and self.checkpointer.seconds_since_save() >= 60 * every_minutes
 
     def save(self) -> None:
-        """Checkpoint where the run stands (copied now, written in the background)."""
+        """Checkpoint where the run stands."""
         self._update_train_metrics()
         self._train_loss(f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}")  # never save a NaN
-        self.checkpointer.save(self, before_write=self.log.sync)
+        self.log.sync()  # a checkpoint must not outlive its history rows: resume cannot write lost rows again
+        self.checkpointer.save(self)
 
     def resume(self) -> bool:
         """Continue from the newest readable checkpoint, if there is one (see ``Checkpointer.load``)."""

@@ -16,9 +16,8 @@ Python would otherwise give them their default action back while it tears
 down, and a signal then would kill a process whose work is done.
 
 A second Ctrl-C stops without a new checkpoint (KeyboardInterrupt), for when
-even one more step is too long to wait; a checkpoint the background writer is
-in the middle of is finished first (milliseconds), ones still waiting are
-dropped, so the newest checkpoint on disk is always complete.
+even one more step is too long to wait; the newest checkpoint on disk is
+always complete (``checkpoint.py``).
 """
 
 from __future__ import annotations
