@@ -42,6 +42,7 @@ DEPENDENCY_MODULES = frozenset(
     isympy jinja2 markdown markupsafe mpmath networkx nodeenv numpy nvidia omegaconf packaging pandas pip
     platformdirs pluggy pre_commit py pygments pytest python_discovery ruff setuptools sortedcontainers sympy
     tensorboard tensorboard_data_server torch torchgen torchmetrics lightning_utilities torchvision tqdm triton
+    submitit cloudpickle
     typing_extensions tzdata
     virtualenv werkzeug xdist yaml
     colorama exceptiongroup tomli six pytz antlr4 pkg_resources wheel attr attrs

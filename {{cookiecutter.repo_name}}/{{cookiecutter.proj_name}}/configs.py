@@ -67,6 +67,7 @@ class ExperimentConfig(TrainingSettings):  # num_epochs, monitor, checkpoint, ..
     channels_last: bool = False  # channels-last memory format for CNNs (faster on tensor cores)
     grad_clip_norm: float = setting(0.0, low=0)  # clip the gradients' global norm to this (0: off)
     cudnn_benchmark: bool = False  # let cuDNN time its algorithms (faster convolutions, not bitwise reproducible)
+    sync_batchnorm: bool = False  # several processes (torchrun, SLURM tasks): BatchNorm statistics over all (CUDA)
 
 
 def iris() -> ExperimentConfig:

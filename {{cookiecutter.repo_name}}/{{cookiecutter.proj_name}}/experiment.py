@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -24,9 +25,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import configs
 from .datasets import Split, build_dataset, one_vs_rest
-from .engine import cli, session
+from .engine import cli, distributed, session, slurm
 from .engine.checkpoint import DamagedFileError, UntrustedFileError, atomic_write_json, load_tensors
-from .engine.data import DataLoaderBatches, InMemoryBatches
+from .engine.data import DataLoaderBatches, InMemoryBatches, epoch_seed
+from .engine.distributed import World
 from .engine.loop import Trainer, evaluate
 from .engine.results import ResultsDir
 from .engine.session import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -37,8 +39,11 @@ from .training_models import TRAINING_MODELS
 from .training_models.base import loss_name
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the best available device; anything else as given (checked)."""
+def resolve_device(name: str, world: World | None = None) -> torch.device:
+    """``auto`` -> the best available device; anything else as given (checked).  One of several processes
+    trains on the GPU of its local rank."""
+    if world is not None and world.size > 1 and name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -68,11 +73,31 @@ def output_size(cfg: DictConfig, dataset) -> int:
     return 1 if cfg.task == "binary" else dataset.num_classes
 
 
-def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dict[str, Any]:
-    """Dataset splits as batches, network, training model and metrics for ``cfg``, on ``device``.
+def check_world(cfg: DictConfig, world: World, device: torch.device) -> None:
+    """Settings that several training processes cannot take; ``ConfigError`` with one line."""
+    if world.size == 1:
+        return
+    if cfg.batch_size % world.size:
+        raise cli.ConfigError(
+            f"batch_size={cfg.batch_size} is the batch of all {world.size} processes together, so it must divide "
+            f"by {world.size}: use {cfg.batch_size - cfg.batch_size % world.size or world.size}, for example"
+        )
+    if cfg.nonfinite_loss == "skip":
+        raise cli.ConfigError("nonfinite_loss=skip works in one process only: each would skip on its own loss")
+    if cfg.sync_batchnorm and device.type != "cuda":
+        raise cli.ConfigError(f"sync_batchnorm=true needs CUDA (torch's SyncBatchNorm); this run is on {device}")
+    if re.fullmatch(r"cuda:\d+", cfg.device):
+        raise cli.ConfigError(f"device={cfg.device}: each of several processes takes the GPU of its local rank; "
+                              "use device=auto or cuda")  # fmt: skip
+
+
+def build(cfg: DictConfig, device: torch.device, with_test: bool = False, world: World | None = None) -> dict[str, Any]:
+    """Dataset splits as batches, network, training model and metrics for ``cfg``, on ``device``: this process's
+    share, with the network wrapped for data parallelism, where ``world`` has several.
 
     Raises ``ConfigError`` for values that only the data can show to be wrong.
     """
+    world = world or World()
     dataset = build_dataset(cfg)
     outputs = output_size(cfg, dataset)
     if cfg.model.output_shape not in (None, outputs):
@@ -94,6 +119,8 @@ def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dic
     if cfg.task == "binary":  # positive_class against the rest
         splits = {name: one_vs_rest(split, cfg.data.positive_class) for name, split in splits.items()}
     network = build_network(cfg.model, dataset.input_shape, outputs).to(device)
+    if cfg.sync_batchnorm and world.size > 1:
+        network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
     model = TRAINING_MODELS[cfg.training_model](network, cfg)
     try:
         metrics = [TaskMetrics(metric_names(cfg.task, cfg.metrics), cfg.task, outputs, device) for _ in range(2)]
@@ -101,10 +128,17 @@ def build(cfg: DictConfig, device: torch.device, with_test: bool = False) -> dic
         raise cli.ConfigError(f"{err} (data.name={cfg.data.name!r})") from None
     check_fit(model, metrics[0], next(iter(splits.values())), dataset.batch_transform(train=False), cfg)
     batches = {
-        name: make_batches(cfg, split, name == "train", dataset, device)
+        name: make_batches(cfg, split, name == "train", dataset, device, world)
         for name, split in splits.items()
         if _num_samples(split)
     }
+    if world.size > 1:
+        parallel = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        parallel = torch.compile(parallel) if cfg.compile else parallel
+        alone = model.forward  # evaluation: each process on its own share, no collective per batch
+        model.forward = lambda x: parallel(x) if torch.is_grad_enabled() else alone(x)
     return {"model": model, "batches": batches, "metrics": metrics}
 
 
@@ -144,9 +178,11 @@ def check_fit(model, metrics: TaskMetrics, split, transform, cfg: DictConfig) ->
             metrics.reset()
 
 
-def make_batches(cfg: DictConfig, split, train: bool, dataset, device: torch.device):
-    """The batches of one split: tensors on ``device``, or a DataLoader over a Dataset (see ``data.loader``)."""
-    common = dict(shuffle=train, seed=cfg.seed, transform=dataset.batch_transform(train=train))
+def make_batches(cfg: DictConfig, split, train: bool, dataset, device: torch.device, world: World):
+    """The batches of one split (this process's share): tensors on ``device``, or a DataLoader over a Dataset
+    (see ``data.loader``)."""
+    common = dict(shuffle=train, seed=cfg.seed, transform=dataset.batch_transform(train=train), rank=world.rank,
+                  world_size=world.size)  # fmt: skip
     if isinstance(split, Split) and cfg.data.loader != "dataloader":
         return InMemoryBatches(split.x.to(device), split.y.to(device), cfg.batch_size, **common)
     if cfg.data.loader == "memory":
@@ -156,27 +192,39 @@ def make_batches(cfg: DictConfig, split, train: bool, dataset, device: torch.dev
     return DataLoaderBatches(split, cfg.batch_size, device, num_workers=cfg.data.num_workers, **common)
 
 
-def make_trainer(cfg: DictConfig, results: ResultsDir, device: torch.device, stop: StopFlag | None = None) -> Trainer:
+def make_trainer(
+    cfg: DictConfig, results: ResultsDir, device: torch.device, stop: StopFlag | None = None, world: World | None = None
+) -> Trainer:
     """Seed, build data, network, training model and metrics, and wrap them in a Trainer writing to ``results``."""
+    world = world or World()
+    check_world(cfg, world, device)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-    seed_everything(cfg.seed)
-    built = build(cfg, device)
+    seed_everything(cfg.seed)  # the same weights in every process
+    built = build(cfg, device, world=world)
+    if world.size > 1:  # augmentation and dropout: a stream of random numbers per process
+        seed_everything(epoch_seed(cfg.seed, world.rank) % 2**32)
     batches = built["batches"]
-    return Trainer(built["model"], batches["train"], batches.get("valid"), built["metrics"], results, cfg, stop)
+    return Trainer(built["model"], batches["train"], batches.get("valid"), built["metrics"], results, cfg, stop, world)
 
 
 def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_config_change: bool = False) -> int:
-    """Train (or resume) the run in ``results_dir``; return the exit code (see ``engine/session.py``)."""
-    device = resolve_device(cfg.device)
-    return session.run(
-        results_dir,
-        argv,
-        OmegaConf.to_container(cfg, resolve=True),
-        build=lambda results, stop: make_trainer(cfg, results, device, stop),
-        resumable_changes=configs.RESUMABLE_CHANGES,
-        allow_config_change=allow_config_change,
-        meta={"device": str(device)},
-    )
+    """Train (or resume) the run in ``results_dir``, alone or as one of several processes (torchrun, SLURM
+    tasks); return the exit code (see ``engine/session.py``)."""
+    world = distributed.start(cfg.device)
+    try:
+        device = resolve_device(cfg.device, world)
+        return session.run(
+            results_dir,
+            argv,
+            OmegaConf.to_container(cfg, resolve=True),
+            build=lambda results, stop: make_trainer(cfg, results, device, stop, world),
+            resumable_changes=configs.RESUMABLE_CHANGES,
+            allow_config_change=allow_config_change,
+            meta={"device": str(device), **distributed.describe(world, device)},
+            world=world,
+        )
+    finally:
+        world.close()
 
 
 WEIGHTS = {"best": "best_model.pt", "last": "model.pt"}
@@ -268,9 +316,9 @@ def help_epilog() -> str:
         '  python bin/train.py cifar10 runs/test_lrsch --lr_schedule="[[3, 0.1],[100, 0.01]]"',
         "",
         "Running the same command on an existing RESULTS_DIR resumes it exactly where the last checkpoint was.",
-        "SIGTERM, SIGUSR1 or Ctrl-C: checkpoint at the next step, then exit (a second Ctrl-C exits without one).",
+        "SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C: checkpoint at the next step, then exit (a second Ctrl-C: at once).",
         "exit codes: 0 finished, 1 failed, 2 bad command line, config, data or RESULTS_DIR (nothing written),",
-        "            128+N stopped by signal N after a checkpoint (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM)",
+        "            128+N stopped by signal N after a checkpoint (130 Ctrl-C, 138 SIGUSR1, 140 SIGUSR2, 143 SIGTERM)",
     ]
     return "\n".join(lines)
 
@@ -297,6 +345,16 @@ def main_train(argv: Sequence[str]) -> int:
             print(OmegaConf.to_yaml(command.cfg), end="")
             return EXIT_OK
         return train(command.cfg, command.results_dir, argv, command.allow_config_change)
+    except cli.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def main_submit(argv: Sequence[str]) -> int:
+    """``bin/submit.py [SLURM options] -- CONFIG RESULTS_DIR [--key=value ...]`` (see ``engine/slurm.py``)."""
+    cli.escape_unencodable_output()
+    try:
+        return slurm.main(argv, train=main_train, check=lambda train_argv: parse_and_check(train_argv).results_dir)
     except cli.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

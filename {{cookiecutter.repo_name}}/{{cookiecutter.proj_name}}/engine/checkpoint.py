@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .cli import setting
+from .distributed import World
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step_"
@@ -372,6 +373,10 @@ class Stateful(Protocol):
     def load_state_dict(self, weights: dict, tensors: dict, loop: dict) -> None: ...
 
 
+class FailedOnRankZero(RuntimeError):
+    """Rank 0 could not load the checkpoint (it says why); the other processes stop too."""
+
+
 class Checkpointer:
     """Saves a run's whole state into ``results_dir/checkpoints`` and loads the newest one back.
 
@@ -379,10 +384,16 @@ class Checkpointer:
     checkpoint, and ``sync`` when it returns.  ``save`` writes in the training
     thread: a checkpoint of the shipped cifar10 CNN takes about 6 ms, against
     11 s per epoch, too little for a background writer to earn its complexity.
+
+    Under data parallelism every process calls ``save`` and ``load`` at the same
+    moments.  The weights and optimizer are the same in all of them; what
+    differs (the ``rank`` entries of the state: running loss, metric states,
+    random generators) is gathered, and rank 0 writes one checkpoint holding
+    every process's share (``ranks``).  Each process loads its own share back.
     """
 
-    def __init__(self, results_dir: Path, keep: int, device: torch.device):
-        self.folder, self.keep, self.device = Path(results_dir), keep, device
+    def __init__(self, results_dir: Path, keep: int, device: torch.device, world: World | None = None):
+        self.folder, self.keep, self.device, self.world = Path(results_dir), keep, device, world or World()
         self.saved_step = 0  # global step of the newest checkpoint written or loaded (0: nothing to save yet)
         self.last_save = time.monotonic()
 
@@ -401,10 +412,16 @@ class Checkpointer:
         floats = [t for t in weights.values() if t.is_floating_point()]
         if floats and not torch.stack([t.isfinite().all() for t in floats]).all():  # one read-back for all
             raise NonFiniteLoss(f"the weights hold NaN or Inf at step {step}; no checkpoint was written")
-        rng_tensors, loop["rng"] = capture_rng(self.device)
-        saved = save_checkpoint(self.folder, step, weights, {**tensors, "rng": rng_tensors}, loop, self.keep)
-        if loop["is_best"]:
-            publish(saved / "model.pt", self.folder / "best_model.pt")
+        rng_tensors, rng_plain = capture_rng(self.device)
+        mine = ({**tensors.pop("rank"), "rng": rng_tensors}, {**loop.pop("rank"), "rng": rng_plain})
+        if self.world.size > 1:  # sent between processes as CPU tensors
+            mine = map_tensors(mine, lambda t: t.detach().cpu())
+        ranks = self.world.gather(mine)
+        if self.world.is_main:
+            tensors["ranks"], loop["ranks"] = [t for t, _ in ranks], [plain for _, plain in ranks]
+            saved = save_checkpoint(self.folder, step, weights, tensors, loop, self.keep)
+            if loop["is_best"]:
+                publish(saved / "model.pt", self.folder / "best_model.pt")
         self.saved_step, self.last_save = step, time.monotonic()
 
     def load(self, target: Stateful) -> Path | None:
@@ -413,8 +430,30 @@ class Checkpointer:
         An unreadable checkpoint (truncated, corrupted) is set aside with a
         warning and the one before it is used.  A file that would run code is
         never loaded (``UntrustedFileError``); a checkpoint that does not fit
-        ``target`` is ``CheckpointMismatch``.
+        ``target`` (or was written by another number of processes) is
+        ``CheckpointMismatch``.  Rank 0 chooses; the other processes load what
+        it chose (``FailedOnRankZero`` if it failed).
         """
+        if not self.world.is_main:
+            chosen, problem = self.world.broadcast(None)
+            if problem is not None:
+                raise FailedOnRankZero(problem)
+            if chosen is not None:
+                self._apply(target, Path(chosen), *load_checkpoint(chosen))
+            return None if chosen is None else Path(chosen)
+        try:
+            path = self._load_newest(target)
+        except Exception as err:
+            self.world.broadcast((None, f"{type(err).__name__}: {err}"))
+            raise
+        self.world.broadcast((None if path is None else str(path), None))
+        if path is not None:  # a kill right after the checkpoint's rename may have left model.pt and friends behind
+            publish_checkpoint(path, self._loop)
+            if self._loop["is_best"]:
+                publish(path / "model.pt", self.folder / "best_model.pt")
+        return path
+
+    def _load_newest(self, target: Stateful) -> Path | None:
         remove_leftovers(self.folder)  # the caller holds the lock: nobody else is writing them
         found = list_checkpoints(self.folder)
         for path in reversed(found):
@@ -427,19 +466,7 @@ class Checkpointer:
                 print(f"warning: {path.name} is unreadable ({first_line(err)}); kept as {aside.name}, "
                       "trying the one before", file=sys.stderr)  # fmt: skip
                 continue
-            try:
-                target.load_state_dict(weights, tensors, loop)
-            except Exception as err:  # the files are fine but do not fit this model: the code or config changed
-                raise CheckpointMismatch(
-                    f"{path} does not fit the model built from this config and code ({first_line(err)}); "
-                    "undo the change or train into a new RESULTS_DIR"
-                ) from None
-            restore_rng(tensors["rng"], loop["rng"], self.device)
-            self.saved_step = loop["global_step"]
-            # A kill right after the checkpoint's rename may have left model.pt and friends one behind.
-            publish_checkpoint(path, loop)
-            if loop["is_best"]:
-                publish(path / "model.pt", self.folder / "best_model.pt")
+            self._apply(target, path, weights, tensors, loop)
             return path
         if found or list_unreadable(self.folder):  # never silently start such a run over
             raise NoReadableCheckpoint(
@@ -447,6 +474,28 @@ class Checkpointer:
                 "move the results directory away to start again"
             )
         return None
+
+    def _apply(self, target: Stateful, path: Path, weights: dict, tensors: dict, loop: dict) -> None:
+        """Load this process's share of a checkpoint's state into ``target``."""
+        written_by = len(loop["ranks"])
+        if written_by != self.world.size:
+            raise CheckpointMismatch(
+                f"{path} was written by {written_by} training process(es), and this run has {self.world.size}: "
+                f"resume it with {written_by} (torchrun --nproc_per_node, SLURM tasks), or train into a new RESULTS_DIR"
+            )
+        tensors, mine = (
+            {**tensors, "rank": tensors["ranks"][self.world.rank]},
+            {**loop, "rank": loop["ranks"][self.world.rank]},
+        )
+        try:
+            target.load_state_dict(weights, tensors, mine)
+        except Exception as err:  # the files are fine but do not fit this model: the code or config changed
+            raise CheckpointMismatch(
+                f"{path} does not fit the model built from this config and code ({first_line(err)}); "
+                "undo the change or train into a new RESULTS_DIR"
+            ) from None
+        restore_rng(tensors["rank"]["rng"], mine["rank"]["rng"], self.device)
+        self.saved_step, self._loop = loop["global_step"], loop
 
     def sync(self) -> None:
         """Make the top-level copies of the newest checkpoint durable (``sync_published``): once, as a run returns."""

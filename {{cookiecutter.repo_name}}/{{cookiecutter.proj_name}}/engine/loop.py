@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpointer, CheckpointMismatch, CheckpointSettings, NonFiniteLoss
 from .cli import setting
+from .distributed import World
 from .log import RunLog
 from .results import ResultsDir
 from .signals import StopFlag
@@ -93,7 +94,9 @@ class Trainer:
     """Train ``model`` on ``train`` as ``settings`` say, validating on ``valid`` and writing to ``results``.
 
     ``stop`` is looked at after every step: once a signal sets it, the trainer
-    checkpoints where it stands and ``fit`` returns the signal's name.
+    checkpoints where it stands and ``fit`` returns the signal's name.  Under
+    data parallelism (``world``) each process runs this same loop on its share
+    of every batch; only rank 0 writes, and the processes agree on when to stop.
     """
 
     def __init__(
@@ -105,11 +108,13 @@ class Trainer:
         results: ResultsDir,
         settings: TrainingSettings,
         stop: StopFlag | None = None,
+        world: World | None = None,
     ):
         self.model, self.train, self.valid, self.results, self.settings = model, train, valid, results, settings
         self.train_metrics, self.valid_metrics = metrics
         self.stop = stop or StopFlag()  # a flag nobody sets unless it is entered
-        self.checkpointer = Checkpointer(results.path, settings.checkpoint.keep, model.device)
+        self.world = world or World()
+        self.checkpointer = Checkpointer(results.path, settings.checkpoint.keep, model.device, self.world)
         self.maximize = settings.monitor_mode == "max" or (
             settings.monitor_mode == "auto" and self.train_metrics.higher_is_better(settings.monitor)
         )
@@ -118,7 +123,8 @@ class Trainer:
         self.best_value: float | None = None  # of `monitor`, and the epoch that reached it
         self.best_epoch: int | None = None
         self.stopped_early = False
-        # The current epoch so far: loss x samples (on the device), samples, and the part of both already logged.
+        # The current epoch so far, in this process: loss x samples (on the device) and samples; and the part of
+        # both already logged, over all processes.
         self.loss_sum = torch.zeros((), device=model.device)
         self.samples = self.logged_samples = 0
         self.logged_loss = 0.0
@@ -139,23 +145,34 @@ class Trainer:
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
             return None
         # TensorBoard hides the points a killed process wrote after the checkpoint this one resumed from.
-        self.log = RunLog(self.results, first_step=self.global_step + 1)
+        self.log = RunLog(self.results, first_step=self.global_step + 1) if self.world.is_main else None
         try:
             stopped_by = self._run_epochs(num_epochs)
         finally:
-            self.log.close()
-        self.checkpointer.sync()
+            if self.log is not None:
+                self.log.close()
+        if self.world.is_main:
+            self.checkpointer.sync()
         return stopped_by
 
     def _run_epochs(self, num_epochs: int) -> str | None:
         while self.epoch < num_epochs and not self.stopped_early:
-            if self.stop.requested or not self._train_epoch(self.epoch + 1):
+            if self._stop_agreed() or not self._train_epoch(self.epoch + 1):
                 self.save()  # a no-op where the newest checkpoint already holds this position
                 return self.stop.name
             self._end_epoch(self.epoch + 1)
-            if self.stop.requested and self.epoch < num_epochs:
+            if self._stop_agreed() and self.epoch < num_epochs:
                 return self.stop.name
         return None
+
+    def _stop_agreed(self, checkpoint_due: bool = False) -> bool:
+        """Has a stop signal come to any process?  (With ``checkpoint_due``: or is a checkpoint due in any?)
+        Every process learns the signal, so that all stop at the same step with the same exit code."""
+        if self.world.size == 1:
+            return self.stop.requested or checkpoint_due
+        signum, due = self.world.max([self.stop.signum or 0, int(checkpoint_due)])
+        self.stop.signum = self.stop.signum or signum or None
+        return self.stop.requested or bool(due)
 
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; False if a stop signal came (``fit`` then checkpoints)."""
@@ -168,7 +185,8 @@ class Trainer:
             self.logged_loss = 0.0
             self.train_metrics.reset()
         bar = tqdm(total=len(self.train), initial=self.batch, desc=f"epoch {epoch}/{self.settings.num_epochs}",
-                   file=self.results.terminal, leave=False, disable=None, mininterval=0.5)  # fmt: skip
+                   file=self.results.terminal, leave=False, disable=None if self.world.is_main else True,
+                   mininterval=0.5)  # fmt: skip
         with bar:
             for group in self.step_batches(epoch):
                 loss, outputs, count = self.model.train_step(group)
@@ -183,11 +201,10 @@ class Trainer:
                     self._update_train_metrics()
                 if self.global_step % self.settings.log_every_steps == 0:
                     bar.set_postfix(loss=f"{self._log_steps():.4g}", refresh=False)
-                if self.batch < len(self.train):  # (the epoch's end checkpoints anyway)
+                if self.batch < len(self.train) and self._stop_agreed(self._checkpoint_due()):
+                    self.save()  # (the epoch's end checkpoints anyway)
                     if self.stop.requested:
                         return False
-                    if self._checkpoint_due():
-                        self.save()
         return True
 
     def step_batches(self, epoch: int) -> Iterator[list[Batch]]:
@@ -202,12 +219,14 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         """Validate, write the epoch's row, checkpoint."""
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": self._train_loss(f"epoch {epoch}")}
+        total, samples = self._epoch_totals(f"epoch {epoch}")
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(samples, 1)}
         self._update_train_metrics()
-        if self.samples:
+        if samples:  # (over all processes: each must take part in the metrics' reduction)
             row.update({f"train_{name}": value for name, value in self.train_metrics.compute().items()})
         if self.valid is not None:
-            row.update(evaluate(self.model, self.valid, self.valid_metrics, prefix="valid_"))
+            self.world.share_buffers(self.model.network)  # BatchNorm statistics: rank 0's, as in its checkpoint
+            row.update(evaluate(self.model, self.valid, self.valid_metrics, prefix="valid_", world=self.world))
         row.update(skipped_steps=self.model.skipped_steps, lr=self.lr)
         row.update(epoch_time_s=round(time.perf_counter() - self.epoch_start, 4))
         row["time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -217,7 +236,8 @@ class Trainer:
             self.best_value, self.best_epoch = value, epoch
         patience = self.settings.early_stopping_patience
         self.stopped_early = bool(patience) and self.best_epoch is not None and epoch - self.best_epoch >= patience
-        self.log.epoch(row, self.global_step, self.settings.num_epochs)
+        if self.log is not None:
+            self.log.epoch(row, self.global_step, self.settings.num_epochs)
         self.save()
         if self.stopped_early:
             print(f"Early stopping: {self.settings.monitor} has not improved for {patience} epochs "
@@ -227,23 +247,26 @@ class Trainer:
         return value > best if self.maximize else value < best
 
     # -- reading the device back: only here ----------------------------------------------------
-    def _train_loss(self, where: str) -> float:
-        """The epoch's mean training loss so far (a read-back); a NaN or Inf stops the run."""
-        value = self.loss_sum.item() / max(self.samples, 1)
-        if not math.isfinite(value):
+    def _epoch_totals(self, where: str) -> tuple[float, int]:
+        """The epoch's loss x samples and samples so far, over all processes (a read-back).  A NaN or Inf loss
+        stops the run."""
+        loss_sum, samples = self.world.total(self.loss_sum, self.samples)
+        total = loss_sum.item()
+        if not math.isfinite(total):
             raise NonFiniteLoss(
-                f"the training loss became {value} in {where} (before step {self.global_step}); "
+                f"the training loss became {total} in {where} (before step {self.global_step}); "
                 "stopped without writing a checkpoint from that state (nonfinite_loss=skip skips such steps)"
             )
-        return value
+        return total, samples
 
     def _log_steps(self) -> float:
         """Log the mean training loss of the steps since the last log (within this epoch); return it."""
         first = self.global_step - self.settings.log_every_steps + 1
-        total = self._train_loss(f"steps {first}..{self.global_step}") * max(self.samples, 1)
-        value = (total - self.logged_loss) / max(self.samples - self.logged_samples, 1)
-        self.logged_loss, self.logged_samples = total, self.samples
-        self.log.step(value, self.global_step)
+        total, samples = self._epoch_totals(f"steps {first}..{self.global_step}")
+        value = (total - self.logged_loss) / max(samples - self.logged_samples, 1)
+        self.logged_loss, self.logged_samples = total, samples
+        if self.log is not None:
+            self.log.step(value, self.global_step)
         return value
 
     def _update_train_metrics(self) -> None:
@@ -264,33 +287,35 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint where the run stands."""
         self._update_train_metrics()
-        self._train_loss(f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}")  # never save a NaN
-        self.log.sync()  # a checkpoint must not outlive its history rows: resume cannot write lost rows again
+        self._epoch_totals(f"epoch {self.epoch + 1}" if self.batch else f"epoch {self.epoch}")  # never save a NaN
+        if self.log is not None:  # a checkpoint must not outlive its history rows: resume cannot write them again
+            self.log.sync()
         self.checkpointer.save(self)
 
     def resume(self) -> bool:
         """Continue from the newest readable checkpoint, if there is one (see ``Checkpointer.load``)."""
         path = self.checkpointer.load(self)
-        self.results.truncate_history(self.epoch)  # rows written after that checkpoint are written again
+        if self.world.is_main:
+            self.results.truncate_history(self.epoch)  # rows written after that checkpoint are written again
         if path is not None:
             where = f"epoch {self.epoch} done"
             if self.batch:
                 where += f", then {self.batch} of {len(self.train)} batches of epoch {self.epoch + 1}"
-            print(f"Resuming from {path.relative_to(self.results.path)} ({where})")
+            print(f"Resuming from {path.relative_to(self.results.path)} ({where})")  # (other ranks print nowhere)
         return path is not None
 
     def state_dict(self) -> tuple[dict, dict, dict]:
-        """``(weights, other tensors, JSON-able loop state)`` of this moment; the tensors are live, not copies."""
+        """``(weights, other tensors, JSON-able loop state)`` of this moment; the tensors are live, not copies.
+        Under ``rank`` what differs between processes (the checkpoint keeps every process's)."""
         tensors = {
             "training_model": self.model.state_dict(),
-            "loss_sum": self.loss_sum,
-            "train_metrics": self.train_metrics.state_dict(),
+            "rank": {"loss_sum": self.loss_sum, "train_metrics": self.train_metrics.state_dict()},
         }
         loop = {
             "epoch": self.epoch,
             "batch": self.batch,
             "global_step": self.global_step,
-            "samples": self.samples,
+            "rank": {"samples": self.samples},
             "logged_samples": self.logged_samples,
             "logged_loss": self.logged_loss,
             "monitor": self.settings.monitor,
@@ -304,29 +329,31 @@ class Trainer:
     def load_state_dict(self, weights: dict, tensors: dict, loop: dict) -> None:
         self.model.network.load_state_dict(weights)
         self.model.load_state_dict(tensors["training_model"])
-        self.loss_sum = tensors["loss_sum"].to(self.model.device)
-        self.train_metrics.load_state_dict(tensors["train_metrics"])
+        self.loss_sum = tensors["rank"]["loss_sum"].to(self.model.device)
+        self.train_metrics.load_state_dict(tensors["rank"]["train_metrics"])
         self.epoch, self.batch, self.global_step = loop["epoch"], loop["batch"], loop["global_step"]
-        self.samples, self.logged_samples, self.logged_loss = (
-            loop["samples"],
-            loop["logged_samples"],
-            loop["logged_loss"],
-        )
+        self.samples = loop["rank"]["samples"]
+        self.logged_samples, self.logged_loss = loop["logged_samples"], loop["logged_loss"]
         if loop["monitor"] == self.settings.monitor:  # a new monitor starts its best afresh
             self.best_value, self.best_epoch = loop["best_value"], loop["best_epoch"]
         self.stopped_early = loop["stopped_early"]
 
 
 @torch.no_grad()
-def evaluate(model: TrainingModel, data: Batches, metrics: Metrics, prefix: str = "") -> dict[str, float]:
-    """Mean loss and every metric of ``model`` over ``data`` (one pass in eval mode)."""
+def evaluate(
+    model: TrainingModel, data: Batches, metrics: Metrics, prefix: str = "", world: World | None = None
+) -> dict[str, float]:
+    """Mean loss and every metric of ``model`` over ``data`` (one pass in eval mode; over every process's share)."""
+    world = world or World()
     model.network.eval()
     metrics.reset()
     loss_sum, samples = torch.zeros((), device=model.device), 0
     for x, y in data.epoch(0):
-        loss, outputs = model.eval_step(x, y)
-        loss_sum += loss * y.shape[0]
-        samples += y.shape[0]
-        metrics.update(outputs, y)
+        if y.shape[0]:  # (a process's share of the last batch may be empty)
+            loss, outputs = model.eval_step(x, y)
+            loss_sum += loss * y.shape[0]
+            samples += y.shape[0]
+            metrics.update(outputs, y)
+    loss_sum, samples = world.total(loss_sum, samples)
     values = {"loss": loss_sum.item() / max(samples, 1), **(metrics.compute() if samples else {})}
     return {f"{prefix}{name}": value for name, value in values.items()}

@@ -281,6 +281,7 @@ class ResultsDir:
             "config_changes": self._config_changes,
             "epochs": None,
             "steps": None,
+            **slurm_job(),
         }
         self.meta = {
             "command": command,
@@ -539,6 +540,16 @@ def _trained(resumed: tuple[int, int, int] | None, reached: tuple[int, int, int]
         return {"epochs": None, "steps": None}
     last_epoch = reached[0] + 1 if reached[1] else reached[0]
     return {"epochs": [resumed[0] + 1, last_epoch], "steps": [resumed[2] + 1, reached[2]]}
+
+
+def slurm_job() -> dict[str, Any]:
+    """``slurm``: the job id, array task and node list of a session run by SLURM (nothing outside SLURM)."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    keys = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "array_task_id": "SLURM_ARRAY_TASK_ID",
+            "nodelist": "SLURM_JOB_NODELIST", "restart_count": "SLURM_RESTART_COUNT"}  # fmt: skip
+    return {"slurm": {key: env.get(name) for key, name in keys.items()}}
 
 
 def versions() -> dict[str, str | None]:

@@ -13,12 +13,19 @@
 Exit codes: 0 finished (or nothing left to do), 1 the run failed (non-finite
 loss, disk full, unreadable checkpoints, a bug), 2 bad command line, config,
 data or RESULTS_DIR, or RESULTS_DIR in use (nothing was written), 128+N a stop
-signal N came (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM): the run wrote a
+signal N came (130 Ctrl-C, 138 SIGUSR1, 140 SIGUSR2, 143 SIGTERM): the run wrote a
 checkpoint and stopped, or had already finished; run the same command to resume.
+
+Under data parallelism (``distributed.World``) rank 0 runs the session as
+above; the other processes only build, resume and train, print nothing, and
+exit with the same code.  All of them agree after the build: if one could not
+start, none does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import traceback
@@ -26,16 +33,20 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from . import signals
 from .checkpoint import (
     CheckpointMismatch,
     CheckpointWriteError,
+    FailedOnRankZero,
     NonFiniteLoss,
     NoReadableCheckpoint,
     UntrustedFileError,
     list_checkpoints,
 )
-from .cli import ConfigError
+from .cli import ConfigError, first_line
+from .distributed import World
 from .loop import Trainer
 from .results import DISK_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED, ResultsDir
 
@@ -56,39 +67,54 @@ def run(
     resumable_changes: Iterable[str] = (),
     allow_config_change: bool = False,
     meta: dict[str, Any] | None = None,
+    world: World | None = None,
 ) -> int:
     """Train (or resume) the run in ``results_dir``; return the exit code.
 
     ``config`` is the resolved config (config.json), ``build(results, stop)``
     makes the trainer, ``resumable_changes`` are the config keys that may differ
-    from the saved config, ``meta`` extra fields for meta.json.
+    from the saved config, ``meta`` extra fields for meta.json, ``world`` the
+    training processes this one is part of.
     """
+    world = world or World()
     stop = signals.catch()
     results = ResultsDir(results_dir)
+    trainer, changes, error = None, [], None
     try:
         if stop.requested:  # during start-up (bin/train.py catches signals before its imports)
             raise _Stopped
-        results.open()
+        if world.is_main:  # the other processes never touch the folder
+            results.open()
         try:
-            changes = results.check_config(config, resumable_changes, allow_any=allow_config_change)
+            if world.is_main:
+                changes = results.check_config(config, resumable_changes, allow_any=allow_config_change)
             trainer = build(results, stop)
             if stop.requested:  # during the build: the newest checkpoint already holds where the run is
                 raise _Stopped
         except BaseException:
             results.close()
             raise
+        code = EXIT_OK
     except _Stopped:
-        print(f"{stop.name}: stopped before training started; run the same command to resume.", file=sys.stderr)
-        return signals.exit_code(stop.signum)
+        error = f"{stop.name}: stopped before training started; run the same command to resume."
+        code = signals.exit_code(stop.signum)
     except KeyboardInterrupt:  # a second Ctrl-C
-        print("Interrupted before training started.", file=sys.stderr)
-        return signals.exit_code(signal.SIGINT)
+        error, code = "Interrupted before training started.", signals.exit_code(signal.SIGINT)
     except USAGE_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        error, code = f"error: {err}", EXIT_USAGE
     except OSError as err:  # e.g. disk full while taking the folder
-        print(f"error: cannot use {results.path}: {err}", file=sys.stderr)
-        return EXIT_FAILED if err.errno in DISK_FULL else EXIT_USAGE
+        error = f"error: cannot use {results.path}: {err}"
+        code = EXIT_FAILED if err.errno in DISK_FULL else EXIT_USAGE
+    # Every process learns whether all could start.  Rank 0 says why not; another says so only if rank 0 could.
+    worst, on_rank_zero = world.max([code, code if world.is_main else EXIT_OK])
+    if error is not None and (world.is_main or on_rank_zero == EXIT_OK):
+        print(error, file=sys.stderr)
+    if worst != EXIT_OK:
+        if code == EXIT_OK and world.is_main:
+            results.close()
+        return worst
+    if not world.is_main:
+        return _follow(trainer, stop)
     return _train(results, trainer, stop, argv, config, changes, meta or {})
 
 
@@ -139,9 +165,13 @@ def _train(
     except EXPECTED_ERRORS as err:
         reason = f"{type(err).__name__}: {err}"  # expected problems: one line, no traceback
         message = f"error: {err}"
-    except Exception:  # a bug: the whole traceback
-        message = traceback.format_exc().rstrip()
-        reason = message.splitlines()[-1]
+    except Exception as err:
+        if _peer_lost(err):  # another training process died or failed: its own error says why
+            reason = f"{type(err).__name__}: {first_line(err)}"
+            message = f"error: another training process stopped ({first_line(err)}); {_what_now(results)}"
+        else:  # a bug: the whole traceback
+            message = traceback.format_exc().rstrip()
+            reason = message.splitlines()[-1]
     finally:
         if stop.requested and status != STATUS_FAILED:  # a signal after the last checkpoint still says "stopped"
             code = signals.exit_code(stop.signum)
@@ -149,6 +179,31 @@ def _train(
         results.finish(status, reason, message, reached)  # a full disk cannot stop this: start() set room aside
         results.close()
     return code
+
+
+def _follow(trainer: Trainer, stop: signals.StopFlag) -> int:
+    """A process other than rank 0: resume and train in step with the others, printing nothing; the exit code."""
+    try:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            trainer.resume()
+            stopped_by = trainer.fit()
+    except KeyboardInterrupt:
+        return signals.exit_code(signal.SIGINT)
+    except (FailedOnRankZero, *EXPECTED_ERRORS, OSError):  # rank 0 reports these
+        return EXIT_FAILED
+    except Exception as err:
+        if not _peer_lost(err):
+            raise
+        return EXIT_FAILED
+    return signals.exit_code(stop.signum) if stopped_by or stop.requested else EXIT_OK
+
+
+def _peer_lost(err: Exception) -> bool:
+    """Did a collective fail because another training process is gone?  (gloo raises a plain RuntimeError.)"""
+    text = str(err)
+    return isinstance(err, dist.DistError) or (
+        isinstance(err, RuntimeError) and any(sign in text for sign in ("gloo", "NCCL", "Connection reset"))
+    )
 
 
 def _what_now(results: ResultsDir) -> str:

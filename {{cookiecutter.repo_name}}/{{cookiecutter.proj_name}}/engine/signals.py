@@ -1,8 +1,10 @@
-"""Stop requests: SIGTERM, SIGINT and SIGUSR1 ask the trainer to checkpoint and exit.
+"""Stop requests: SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 ask the trainer to checkpoint and exit.
 
 Schedulers warn a job before killing it (SLURM: ``--signal=USR1@120`` or
-SIGTERM on preemption, Kubernetes and ``kill``: SIGTERM, a terminal: Ctrl-C
-= SIGINT), usually to the whole process group.  The handler only records the
+SIGTERM on preemption, Kubernetes and ``kill``: SIGTERM, a terminal: Ctrl-C =
+SIGINT), usually to the whole process group.  A job submitted by
+``bin/submit.py`` asks for SIGUSR2, after which it also requeues itself
+(``slurm.py``).  The handler only records the
 signal; the loop looks at the flag at the next step boundary, writes a
 checkpoint there and returns.  Nothing is saved from inside the handler, where
 the state may be half updated.
@@ -29,11 +31,11 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 def exit_code(signum: int) -> int:
-    """The shell convention for a process ended by ``signum``: 128 + N (SIGINT 130, SIGTERM 143, SIGUSR1 138)."""
+    """The shell convention for a process ended by ``signum``: 128 + N (SIGINT 130, SIGUSR1 138, SIGUSR2 140, SIGTERM 143)."""
     return 128 + signum
 
 
