@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# cluster.sh - a throw-away single-node SLURM cluster (with accounting) for tests.
+#
+#   cluster.sh install            apt-get the Debian packages (idempotent)
+#   cluster.sh start  STATE_DIR   configure + start everything under STATE_DIR,
+#                                 smoke-test it, print `export SLURM_CONF=...`
+#   cluster.sh stop   STATE_DIR   cancel jobs, stop the daemons started here
+#   cluster.sh status STATE_DIR   exit 0 iff the cluster of STATE_DIR is up
+#
+# Clients only need SLURM_CONF=STATE_DIR/slurm.conf (also in STATE_DIR/env.sh).
+# Progress and errors go to stderr; stdout of `start` is just the export line.
+#
+# Everything (configs, munge key + socket, MariaDB datadir + socket, daemon
+# state, logs, pid files) lives in STATE_DIR; the daemons are ours, not the
+# system services.  System-wide changes, kept to the minimum:
+#   * the Debian packages (`install`); while apt runs, a temporary
+#     /usr/sbin/policy-rc.d (only if none exists) stops apt from starting the
+#     system munge/mariadb/slurm services we would not own.
+#   * an /etc/hosts line "127.0.0.1 $(hostname -s)" if that name does not
+#     resolve: slurmctld and slurmd identify themselves by the short hostname.
+# Test-cluster shortcuts: all daemons and jobs run as root (SlurmUser=root),
+# MariaDB is reached as root over its unix socket (no password, no TCP).
+# Ports CLUSTER_PORT_BASE..+2 (default 6817..6819, the SLURM defaults) must be free.
+# Written for Debian 12 (slurm-wlm 22.05, MariaDB 10.11) without systemd.
+set -euo pipefail
+
+PKGS=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order
+PORT=${CLUSTER_PORT_BASE:-6817}                        # ctld, slurmd=+1, dbd=+2
+HOST=$(hostname -s)
+
+say() { echo "cluster.sh: $*" >&2; }
+die() { echo "cluster.sh: error: $*" >&2; DIED=1; exit 1; }
+
+# --- pid-file helpers: only ever signal a pid from our pid file whose process
+# name is still the daemon's (guards against pid reuse after a crash).
+pidfile() { echo "$S/run/$1.pid"; }
+alive() {   # alive NAME -> prints pid, status 0 if that daemon is running
+  local f pid; f=$(pidfile "$1"); [[ -s $f ]] || return 1
+  pid=$(tr -dc 0-9 <"$f"); [[ -n $pid ]] || return 1
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] || return 1
+  echo "$pid"
+}
+running() {   # a zombie counts as gone: PID 1 of a container may never reap it
+  [[ -e /proc/$1 ]] && [[ $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) != Z ]]
+}
+stop_daemons() {   # TERM the named daemons together, wait up to 15 s, then KILL
+  local d pid _ todo=() dpid busy
+  for d in "$@"; do
+    if pid=$(alive "$d"); then kill -TERM "$pid" 2>/dev/null || true; todo+=("$d:$pid"); fi
+  done
+  for _ in $(seq 150); do
+    busy=; for dpid in "${todo[@]}"; do running "${dpid#*:}" && busy=1; done
+    [[ -n $busy ]] || break; sleep 0.1
+  done
+  for dpid in "${todo[@]}"; do
+    if running "${dpid#*:}"; then say "${dpid%%:*} ignored TERM, killing"; kill -KILL "${dpid#*:}" 2>/dev/null || true; fi
+    say "stopped ${dpid%%:*} (${dpid#*:})"
+  done
+  for d in "$@"; do rm -f "$(pidfile "$d")"; done
+}
+wait_for() {   # wait_for SECONDS WHAT CMD... : poll CMD (10 s cap per try)
+  local secs=$1 end=$((SECONDS + $1)) what=$2; shift 2
+  while ! timeout 10 "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || die "$what not ready after ${secs} s (logs: $S/log/)"; sleep 0.5
+  done
+}
+
+set_state() {
+  [[ -n ${1:-} ]] || die "usage: $0 {start|stop|status} STATE_DIR"
+  S=$(realpath -m "$1")
+  export SLURM_CONF=$S/slurm.conf
+  MUNGE_SOCK=$S/munge/munge.sock; DB_SOCK=$S/mysql.sock
+  # unix socket paths are limited to 108 bytes.  (This file avoids bash's
+  # length syntax: brace+hash opens a Jinja comment in the cookiecutter template.)
+  (($(printf %s "$MUNGE_SOCK" | wc -c) < 100)) || die "STATE_DIR path too long for a unix socket: $S"
+}
+
+do_install() {
+  local missing=() p
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  [[ -n ${missing[*]} ]] || { say "packages already installed"; return 0; }
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then   # removed again by on_exit
+    POLICY_TMP=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' >"$POLICY_TMP"; chmod +x "$POLICY_TMP"
+  fi
+  say "installing ${missing[*]}"
+  local log; log=$(mktemp)
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y -qq --no-install-recommends "${PKGS[@]}"; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2; rm -f "$log"; die "apt-get failed (output above)"
+  fi
+  rm -f "$log"; say "packages installed"
+}
+
+write_config() {
+  local mem cpus; cpus=$(nproc)
+  # RealMemory must not exceed what slurmd measures, else the node drains.
+  mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+  cat >"$S/slurm.conf" <<EOF
+# Generated by cluster.sh for a single-node test cluster.
+ClusterName=local
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
+# Test cluster: everything runs as root so that root (CI) can submit and run.
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+# Our own munged.  cred_expire=10 (default 120): a requeued job cannot start
+# again before its old credential expires, so requeue takes ~12 s, not >2 min.
+AuthInfo=socket=$MUNGE_SOCK,cred_expire=10
+StateSaveLocation=$S/ctld
+SlurmdSpoolDir=$S/slurmd
+SlurmctldPidFile=$(pidfile slurmctld)
+SlurmdPidFile=$(pidfile slurmd)
+SlurmctldLogFile=$S/log/slurmctld.log
+SlurmdLogFile=$S/log/slurmd.log
+# No systemd / cgroup delegation here: track processes via /proc, no binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+MailProg=/bin/true
+# Schedule every 2 s (default 60 / 30) so tests do not wait for a cycle.
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
+# Per-CPU allocation; memory is not a consumable resource.
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+# Batch jobs are requeueable (scontrol requeue, submitit preemption).
+JobRequeue=1
+# Keep finished jobs visible in squeue/scontrol for 2 min (sacct keeps them all).
+MinJobAge=120
+# Seconds between SIGTERM and SIGKILL when a job is cancelled / times out.
+KillWait=2
+# A node that was down comes back by itself once slurmd registers; a slurmd
+# silent for 60 s is marked down; srun clients are never timed out (0).
+ReturnToService=2
+SlurmdTimeout=60
+InactiveLimit=0
+# Accounting through slurmdbd: sacct (used by submitit) needs it.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$((PORT + 2))
+# For auth/munge this is the munge socket used to talk to slurmdbd (AuthInfo's
+# socket is not used for that); without it sacct/sacctmgr use /run/munge.
+AccountingStoragePass=$MUNGE_SOCK
+JobAcctGatherType=jobacct_gather/linux
+JobCompType=jobcomp/none
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+  # slurmdbd finds slurmdbd.conf next to \$SLURM_CONF; it must be 0600.
+  (umask 077; cat >"$S/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCK
+DbdHost=$HOST
+DbdAddr=127.0.0.1
+DbdPort=$((PORT + 2))
+SlurmUser=root
+PidFile=$(pidfile slurmdbd)
+LogFile=$S/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+# localhost = unix socket, located through MYSQL_UNIX_PORT (see do_start).
+StorageHost=localhost
+StorageUser=root
+StorageLoc=slurm_acct_db
+EOF
+  )
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+do_status() {
+  local d; for d in "${DAEMONS[@]}"; do alive "$d" >/dev/null || return 1; done
+  timeout 15 scontrol ping >/dev/null 2>&1
+}
+
+do_start() {
+  if ! command -v slurmctld >/dev/null || ! command -v mariadbd >/dev/null; then
+    die "packages missing: run '$0 install' first"
+  fi
+  if do_status; then say "cluster in $S is already up"; echo "export SLURM_CONF=$SLURM_CONF"; return 0; fi
+  do_stop 2>/dev/null   # leftovers of a half-dead cluster from this STATE_DIR
+  local p; for p in $PORT $((PORT + 1)) $((PORT + 2)); do
+    port_free "$p" || die "port $p is in use (another slurm?); set CLUSTER_PORT_BASE"
+  done
+  STARTING=1
+  getent hosts "$HOST" >/dev/null || { say "adding $HOST to /etc/hosts"; echo "127.0.0.1 $HOST" >>/etc/hosts; }
+  mkdir -p "$S"/{run,log,ctld,slurmd,munge}
+  chmod 755 "$S" "$S/munge"   # munged wants its socket dir world-searchable
+  write_config
+
+  # munged: own key, socket, log, pid; refuses group/world-readable key.
+  [[ -s $S/munge/munge.key ]] || { head -c 1024 /dev/urandom >"$S/munge/munge.key"; chmod 400 "$S/munge/munge.key"; }
+  munged --socket="$MUNGE_SOCK" --key-file="$S/munge/munge.key" --log-file="$S/log/munged.log" \
+    --pid-file="$(pidfile munged)" --seed-file="$S/munge/munged.seed" </dev/null >/dev/null 2>&1 \
+    || die "munged failed to start (see $S/log/munged.log)"
+
+  # MariaDB with datadir + socket in STATE_DIR; --no-defaults ignores /etc/mysql.
+  # A throw-away database needs no durability: skipping fsyncs and the
+  # doublewrite buffer makes bootstrap and slurmdbd's table creation faster.
+  local fast=(--innodb-log-file-size=8M --innodb-doublewrite=0 --innodb-flush-log-at-trx-commit=0)
+  if [[ ! -d $S/mysql/mysql ]]; then
+    mariadb-install-db --no-defaults --datadir="$S/mysql" --user=root --skip-test-db \
+      --auth-root-authentication-method=socket "${fast[@]}" >"$S/log/mariadb-install.log" 2>&1 \
+      || die "mariadb-install-db failed (see $S/log/mariadb-install.log)"
+  fi
+  # innodb_lock_wait_timeout=900 is what slurmdbd asks for (it warns otherwise).
+  setsid mariadbd --no-defaults --datadir="$S/mysql" --socket="$DB_SOCK" --skip-networking \
+    --pid-file="$(pidfile mariadbd)" --user=root --log-error="$S/log/mariadb.log" \
+    --innodb-lock-wait-timeout=900 "${fast[@]}" </dev/null >/dev/null 2>&1 &
+  wait_for 30 mariadb mariadb-admin --no-defaults --socket="$DB_SOCK" -uroot ping
+
+  # slurmdbd: libmariadb takes the socket from MYSQL_UNIX_PORT.
+  MYSQL_UNIX_PORT=$DB_SOCK slurmdbd </dev/null >>"$S/log/slurmdbd.log" 2>&1 \
+    || die "slurmdbd failed to start (see $S/log/slurmdbd.log)"
+  wait_for 30 slurmdbd sacctmgr -n list cluster
+  # Register the cluster before slurmctld connects (root's association comes with it).
+  sacctmgr -n list cluster format=cluster | grep -qw local \
+    || sacctmgr -i add cluster local >/dev/null || die "sacctmgr add cluster failed"
+
+  slurmctld </dev/null >>"$S/log/slurmctld.log" 2>&1 || die "slurmctld failed (see $S/log/slurmctld.log)"
+  wait_for 30 slurmctld scontrol ping
+  slurmd </dev/null >>"$S/log/slurmd.log" 2>&1 || die "slurmd failed (see $S/log/slurmd.log)"
+  wait_for 30 "node $HOST idle" bash -c "sinfo -h -n $HOST -o %t | grep -qx idle"
+
+  # Smoke test: a job (with a step) runs and reaches the accounting database.
+  # (srun, not `sbatch --wait`, which polls only every few seconds.)
+  local id; id=$(timeout 60 srun -Q --chdir="$S" printenv SLURM_JOB_ID) \
+    || die "smoke-test job did not complete (see $S/log/)"
+  wait_for 20 "sacct record of job $id" bash -c "sacct -n -X -j $id -o state | grep -q COMPLETED"
+  STARTING=
+  echo "export SLURM_CONF=$SLURM_CONF" | tee "$S/env.sh"
+  say "cluster up in $S (job $id ok)"
+}
+
+do_stop() {
+  # Cancel jobs first so that no slurmstepd / job process outlives slurmd.
+  if alive slurmctld >/dev/null && alive slurmd >/dev/null; then
+    local jobs _; mapfile -t jobs < <(squeue -h -o %A 2>/dev/null || true)
+    if [[ -n ${jobs[*]} ]]; then
+      say "cancelling jobs: ${jobs[*]}"; scancel "${jobs[@]}" 2>/dev/null || true
+      for _ in $(seq 30); do [[ -z $(squeue -h -o %A 2>/dev/null) ]] && break; sleep 0.5; done
+    fi
+  fi
+  # Reverse start order; slurmctld must flush job records to slurmdbd, and
+  # slurmdbd to MariaDB, before those go away.  Munge goes last.
+  stop_daemons slurmd slurmctld
+  stop_daemons slurmdbd
+  stop_daemons mariadbd munged
+}
+
+on_exit() {   # a failed start stops whatever it had started
+  local rc=$?
+  [[ -z ${POLICY_TMP:-} ]] || rm -f "$POLICY_TMP"
+  if ((rc != 0)) && [[ -n ${STARTING:-} ]]; then
+    [[ -n ${DIED:-} ]] || say "error: start failed (exit $rc), see $S/log/"
+    do_stop >/dev/null 2>&1 || true
+  fi
+}
+trap on_exit EXIT
+
+case ${1:-} in
+  install) do_install ;;
+  start) set_state "${2:-}"; do_start ;;
+  stop) set_state "${2:-}"; do_stop ;;
+  status) set_state "${2:-}"; if do_status; then say "up ($S)"; else say "down ($S)"; exit 1; fi ;;
+  *) die "usage: $0 {install | start STATE_DIR | stop STATE_DIR | status STATE_DIR}" ;;
+esac
