@@ -738,7 +738,7 @@ def test_end_to_end_setup_env_and_project_tests(cookies, capfd, isolated_tmp, mo
     assert project.name == HOSTILE["repo_name"]
     assert (project / HOSTILE["proj_name"] / "datasets" / f"{HOSTILE['dataset']}_loading.py").is_file()
 
-    done = run([str(venv_python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"], project, timeout=900)
+    done = run([str(venv_python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"], project, timeout=1800)
     summary = (done.stdout + done.stderr)[-6000:]
     assert done.returncode != 5, "the generated project has no tests (pytest exit code 5):\n" + summary
     assert done.returncode == 0, summary
