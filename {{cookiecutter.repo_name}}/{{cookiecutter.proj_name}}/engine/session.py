@@ -79,43 +79,55 @@ def run(
     world = world or World()
     stop = signals.catch()
     results = ResultsDir(results_dir)
-    trainer, changes, error = None, [], None
-    try:
+    changes: list[str] = []
+    built: list[Trainer] = []
+
+    def take_folder() -> None:
         if stop.requested:  # during start-up (bin/train.py catches signals before its imports)
             raise _Stopped
         if world.is_main:  # the other processes never touch the folder
             results.open()
-        try:
-            if world.is_main:
-                changes = results.check_config(config, resumable_changes, allow_any=allow_config_change)
-            trainer = build(results, stop)
-            if stop.requested:  # during the build: the newest checkpoint already holds where the run is
-                raise _Stopped
-        except BaseException:
-            results.close()
-            raise
-        code = EXIT_OK
+            changes.extend(results.check_config(config, resumable_changes, allow_any=allow_config_change))
+
+    def build_trainer() -> None:
+        built.append(build(results, stop))
+        if stop.requested:  # during the build: the newest checkpoint already holds where the run is
+            raise _Stopped
+
+    # Each step ends with every process agreeing on whether all could do it: the build has collectives (DDP's
+    # first broadcast), which would wait forever for a rank 0 that could not take the folder.
+    for step in (take_folder, build_trainer):
+        code = _agree(world, *_attempt(step, results, stop))
+        if code != EXIT_OK:
+            results.close()  # removes a folder made for the run (nothing was written)
+            return code
+    if not world.is_main:
+        return _follow(built[0], stop)
+    return _train(results, built[0], stop, argv, config, changes, meta or {})
+
+
+def _attempt(step: Callable[[], None], results: ResultsDir, stop: signals.StopFlag) -> tuple[int, str | None]:
+    """Run a start-up step; its exit code and error line (``EXIT_OK, None`` if it went well)."""
+    try:
+        step()
+        return EXIT_OK, None
     except _Stopped:
-        error = f"{stop.name}: stopped before training started; run the same command to resume."
-        code = signals.exit_code(stop.signum)
+        message = f"{stop.name}: stopped before training started; run the same command to resume."
+        return signals.exit_code(stop.signum), message
     except KeyboardInterrupt:  # a second Ctrl-C
-        error, code = "Interrupted before training started.", signals.exit_code(signal.SIGINT)
+        return signals.exit_code(signal.SIGINT), "Interrupted before training started."
     except USAGE_ERRORS as err:
-        error, code = f"error: {err}", EXIT_USAGE
+        return EXIT_USAGE, f"error: {err}"
     except OSError as err:  # e.g. disk full while taking the folder
-        error = f"error: cannot use {results.path}: {err}"
-        code = EXIT_FAILED if err.errno in DISK_FULL else EXIT_USAGE
-    # Every process learns whether all could start.  Rank 0 says why not; another says so only if rank 0 could.
+        return (EXIT_FAILED if err.errno in DISK_FULL else EXIT_USAGE), f"error: cannot use {results.path}: {err}"
+
+
+def _agree(world: World, code: int, error: str | None) -> int:
+    """The worst exit code of all processes.  Rank 0 says why; another process only if rank 0 had no problem."""
     worst, on_rank_zero = world.max([code, code if world.is_main else EXIT_OK])
     if error is not None and (world.is_main or on_rank_zero == EXIT_OK):
         print(error, file=sys.stderr)
-    if worst != EXIT_OK:
-        if code == EXIT_OK and world.is_main:
-            results.close()
-        return worst
-    if not world.is_main:
-        return _follow(trainer, stop)
-    return _train(results, trainer, stop, argv, config, changes, meta or {})
+    return worst
 
 
 class _Stopped(Exception):
