@@ -187,3 +187,14 @@ def test_a_batch_that_does_not_divide_is_one_line_and_writes_nothing(tmp_path):
     assert lines == ["error: batch_size=15 is the batch of all 2 processes together, so it must divide by 2: "
                      "use 14, for example"], failed.stderr  # fmt: skip
     assert not results.exists()
+
+
+def test_a_folder_refused_on_rank_zero_stops_every_rank_with_one_line(tmp_path):
+    """Only rank 0 reads the folder: its refusal (here a changed config) must stop the others too, not leave them
+    waiting in the network's first broadcast."""
+    results = tmp_path / "results"
+    run(standalone(results, "--num_epochs=1"))
+    refused = run(standalone(results, "--num_epochs=1", "--optimizer.lr=0.5"), check=False)
+    assert refused.returncode != 0
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "holds a run with another config" in lines[0], refused.stderr
