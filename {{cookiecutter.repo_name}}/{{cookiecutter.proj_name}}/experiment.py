@@ -211,9 +211,10 @@ def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_c
     """Train (or resume) the run in ``results_dir``, alone or as one of several processes (torchrun, SLURM
     tasks); return the exit code (see ``engine/session.py``)."""
     world = distributed.start(cfg.device)
+    code = EXIT_FAILED
     try:
         device = resolve_device(cfg.device, world)
-        return session.run(
+        code = session.run(
             results_dir,
             argv,
             OmegaConf.to_container(cfg, resolve=True),
@@ -223,8 +224,9 @@ def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_c
             meta={"device": str(device), **distributed.describe(world, device)},
             world=world,
         )
+        return code
     finally:
-        world.close()
+        world.close(code)
 
 
 WEIGHTS = {"best": "best_model.pt", "last": "model.pt"}

@@ -15,6 +15,7 @@ step.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import datetime as dt
 import os
@@ -29,6 +30,7 @@ import torch.distributed as dist
 
 # How long a process waits for the others at start-up and in a collective before it gives up.
 TIMEOUT = dt.timedelta(minutes=10)
+_EXIT_CODE: int | None = None  # set by World.close: the exit code of a process of several, taken at exit
 
 
 @dataclass
@@ -84,9 +86,16 @@ class World:
         dist.broadcast_object_list(box, src=0, group=self._cpu_group)
         return box[0]
 
-    def close(self) -> None:
-        if self.size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, code: int) -> None:
+        """Leave the world once the run has ended with exit ``code``: the process then exits with it at once.
+
+        Not ``destroy_process_group``: gloo's teardown in torch 2.14 aborts about one exit in five ("terminate
+        called without an active exception"), also without it, at interpreter exit, which would turn a
+        finished run's exit code into SIGABRT.  Everything is written by now: the process skips that teardown.
+        """
+        global _EXIT_CODE
+        if self.size > 1:
+            _EXIT_CODE = code
 
 
 def launched() -> dict[str, Any] | None:
@@ -130,6 +139,7 @@ def start(device_name: str) -> World:
         return World()
     if found["launcher"] == "torchrun":
         _die_with_the_agent()
+    atexit.register(_exit_without_teardown)  # (runs before torch's own exit handlers: registered after them)
     cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(found["local_rank"])
@@ -159,6 +169,20 @@ def describe(world: World, device: torch.device) -> dict[str, Any]:
         "backend": dist.get_backend(),
         "ranks": ranks,
     }
+
+
+def _exit_without_teardown() -> None:
+    """At interpreter exit, after a run recorded by ``World.close``: exit with its code, skipping C++ teardown."""
+    if _EXIT_CODE is not None:
+        from .signals import exit_status
+
+        code = exit_status(_EXIT_CODE)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def _die_with_the_agent() -> None:

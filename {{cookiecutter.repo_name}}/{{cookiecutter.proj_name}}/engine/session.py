@@ -102,8 +102,8 @@ def run(
             results.close()  # removes a folder made for the run (nothing was written)
             return code
     if not world.is_main:
-        return _follow(built[0], stop)
-    return _train(results, built[0], stop, argv, config, changes, meta or {})
+        return _follow(built[0], world)
+    return _train(results, built[0], stop, argv, config, changes, meta or {}, world)
 
 
 def _attempt(step: Callable[[], None], results: ResultsDir, stop: signals.StopFlag) -> tuple[int, str | None]:
@@ -142,8 +142,10 @@ def _train(
     config: dict[str, Any],
     changes: list[str],
     meta: dict[str, Any],
+    world: World,
 ) -> int:
     status, reason, code = STATUS_FAILED, None, EXIT_FAILED
+    trained = False  # fit returned: so did every process's, which now wait for this one's exit code
     message = None  # for stderr and stderr.txt, printed by finish() once meta.json is written
     try:
         results.start(list(argv), meta)
@@ -157,6 +159,7 @@ def _train(
         results.write_config(config)  # only now: a config whose model cannot load the checkpoint is not kept
         results.copy_script(argv[0])
         stopped_by = trainer.fit()
+        trained = True
         if stopped_by:
             status, code = STATUS_INTERRUPTED, signals.exit_code(stop.signum)
             where = f"epoch {trainer.epoch}" + (f" + {trainer.batch} batches" if trainer.batch else "")
@@ -190,15 +193,19 @@ def _train(
         reached = (trainer.epoch, trainer.batch, trainer.global_step)
         results.finish(status, reason, message, reached)  # a full disk cannot stop this: start() set room aside
         results.close()
+    if trained:  # the others exit only now, with this code: a launcher that sees one exit stops the rest
+        world.max([code])
     return code
 
 
-def _follow(trainer: Trainer, stop: signals.StopFlag) -> int:
-    """A process other than rank 0: resume and train in step with the others, printing nothing; the exit code."""
+def _follow(trainer: Trainer, world: World) -> int:
+    """A process other than rank 0: resume and train in step with the others, printing nothing; then wait for
+    rank 0 to record the end of the run, and return its exit code."""
     try:
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             trainer.resume()
-            stopped_by = trainer.fit()
+            trainer.fit()
+        return world.max([EXIT_OK])[0]  # rank 0's exit code (the others give 0)
     except KeyboardInterrupt:
         return signals.exit_code(signal.SIGINT)
     except (FailedOnRankZero, *EXPECTED_ERRORS, OSError):  # rank 0 reports these
@@ -207,7 +214,6 @@ def _follow(trainer: Trainer, stop: signals.StopFlag) -> int:
         if not _peer_lost(err):
             raise
         return EXIT_FAILED
-    return signals.exit_code(stop.signum) if stopped_by or stop.requested else EXIT_OK
 
 
 def _peer_lost(err: Exception) -> bool:
