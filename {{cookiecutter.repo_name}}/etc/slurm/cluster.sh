@@ -95,7 +95,7 @@ do_install() {
 }
 
 write_config() {
-  local mem cpus; cpus=$(nproc)
+  local mem cpus; cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)   # (nproc obeys OMP_NUM_THREADS)
   # RealMemory must not exceed what slurmd measures, else the node drains.
   mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
   cat >"$S/slurm.conf" <<EOF
@@ -191,6 +191,11 @@ do_start() {
   getent hosts "$HOST" >/dev/null || { say "adding $HOST to /etc/hosts"; echo "127.0.0.1 $HOST" >>/etc/hosts; }
   mkdir -p "$S"/{run,log,ctld,slurmd,munge}
   chmod 755 "$S" "$S/munge"   # munged wants its socket dir world-searchable
+  local d=$S
+  while [[ $d != / ]]; do   # ... and every folder above it: munged only logs "Socket is inaccessible"
+    d=$(dirname "$d")
+    [[ $(( 0$(stat -c %a "$d") & 1 )) -eq 1 ]] || die "munged needs every folder above STATE_DIR searchable by all: chmod o+x $d, or choose a STATE_DIR elsewhere"
+  done
   write_config
 
   # munged: own key, socket, log, pid; refuses group/world-readable key.

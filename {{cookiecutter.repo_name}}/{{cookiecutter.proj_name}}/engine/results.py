@@ -10,6 +10,7 @@ loop_state.json + checkpoints/   what resume needs (see checkpoint.py)
 stdout.txt, stderr.txt           everything printed, appended on resume
 <script>.py    a copy of the entry point that ran
 events.out.tfevents.*            TensorBoard scalars
+slurm/         SLURM's logs of the jobs bin/submit.py submitted, one folder per job (written by submitit)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ FALLOC_FL_KEEP_SIZE = 1
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 GIT_DIFF_LIMIT = 10 * 2**20  # a larger diff of the code is not saved (the session's entry says so)
 GIT_DIFF_TIMEOUT_S = 30
+SLURM_FOLDER = "slurm"  # bin/submit.py's job logs (submitit's folder)
 
 
 class ResultsDirError(ConfigError):
@@ -499,8 +501,14 @@ class ResultsDir:
 
 
 def _refuse_links(folder: Path) -> None:
-    """Raise ``ResultsDirError`` naming the first symbolic link found inside ``folder``."""
+    """Raise ``ResultsDirError`` naming the first symbolic link found inside ``folder``.
+
+    Except in ``slurm/``, where submitit keeps its logs (and links its batch
+    scripts) for ``bin/submit.py``: the trainer writes nothing there.
+    """
     for root, dirs, files in os.walk(folder):
+        if Path(root) == folder:
+            dirs[:] = [name for name in dirs if name != SLURM_FOLDER or os.path.islink(folder / name)]
         for name in dirs + files:
             if os.path.islink(os.path.join(root, name)):
                 raise ResultsDirError(f"{Path(root, name)} is a symbolic link: {LINKS_REFUSED}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .results import SLURM_FOLDER
 from .signals import exit_code
 
 REQUEUE_SIGNAL = signal.SIGUSR2
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -81,7 +84,7 @@ def main(argv: Sequence[str], train: Callable[[Sequence[str]], int], check: Call
     results_dir = Path(check(train_argv)).absolute()
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=results_dir / "slurm" / "%j")
+    executor = submitit.SlurmExecutor(folder=results_dir / SLURM_FOLDER / "%j")
     executor.update_parameters(
         time=args.time,
         nodes=args.nodes,
@@ -90,18 +93,22 @@ def main(argv: Sequence[str], train: Callable[[Sequence[str]], int], check: Call
         signal_delay_s=args.signal_delay_s,
         job_name=f"train:{results_dir.name}",
         additional_parameters={"requeue": True},
+        # The job unpickles TrainingJob, which names this project's package: importable from any working folder.
+        setup=["export PYTHONPATH=" + shlex.quote(str(PROJECT_ROOT)) + "${PYTHONPATH:+:$PYTHONPATH}"],
         **({"partition": args.partition} if args.partition else {}),
         **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}),
         **({"mem": f"{int(args.mem_gb * 1024)}M"} if args.mem_gb else {}),
     )
     job = executor.submit(TrainingJob(train, [*train_argv[:1], *[str(a) for a in train_args]]))
-    print(f"Submitted job {job.job_id}: {results_dir} (SLURM's logs in {results_dir / 'slurm' / job.job_id})")
+    print(f"Submitted job {job.job_id}: {results_dir} (SLURM's logs in {results_dir / SLURM_FOLDER / job.job_id})")
     if not args.wait:
         return 0
     try:
-        code = job.result()
-    except Exception as err:  # the job failed: its log says why
-        print(f"error: job {job.job_id} ended with {job.state}: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
+        code = job.results()[0]  # (one result per task; rank 0's is the run's)
+    except Exception:  # the job failed: its logs say why
+        logs = results_dir / SLURM_FOLDER / job.job_id
+        print(f"error: job {job.job_id} ended with {job.state}; see {logs} and {results_dir / 'stderr.txt'}",
+              file=sys.stderr)  # fmt: skip
         return 1
     print(f"Job {job.job_id} finished: {results_dir}")
     return code
