@@ -87,7 +87,7 @@ class World:
         return box[0]
 
     def close(self, code: int) -> None:
-        """Leave the world once the run has ended with exit ``code``: the process then exits with it at once.
+        """Leave the world once the run has ended with exit ``code``: the process exits with it, at interpreter exit.
 
         Not ``destroy_process_group``: gloo's teardown in torch 2.14 aborts about one exit in five ("terminate
         called without an active exception"), also without it, at interpreter exit, which would turn a

@@ -99,7 +99,7 @@ def main(argv: Sequence[str], train: Callable[[Sequence[str]], int], check: Call
         **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}),
         **({"mem": f"{int(args.mem_gb * 1024)}M"} if args.mem_gb else {}),
     )
-    job = executor.submit(TrainingJob(train, [*train_argv[:1], *[str(a) for a in train_args]]))
+    job = executor.submit(TrainingJob(train, train_argv))
     print(f"Submitted job {job.job_id}: {results_dir} (SLURM's logs in {results_dir / SLURM_FOLDER / job.job_id})")
     if not args.wait:
         return 0
