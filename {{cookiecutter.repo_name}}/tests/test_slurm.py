@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, TIMEOUT_S, read_json, run_process
+from conftest import PROJECT_ROOT, TIMEOUT_S, kill_process, read_json, run_process, start_process
 from fault_helpers import IRIS_ARGS, assert_same_run, env_with_faults, shared, train
 
 CLUSTER_SH = PROJECT_ROOT / "etc" / "slurm" / "cluster.sh"
@@ -292,3 +292,40 @@ def test_the_sbatch_script_requeues_itself_after_sigusr2(cluster, long_reference
     out = (results / "slurm" / f"{job}.out").read_text()  # --open-mode=append: both runs' output
     assert f"Requeueing job {job} to resume from the checkpoint" in out and f"Results in {results}" in out, out
     assert_same_run(results, long_reference, f"(scancel --signal=USR2 {job})")
+
+
+def test_a_grid_sweep_runs_as_a_job_array_and_a_preempted_trial_resumes(cluster, tmp_path):
+    """bin/sweep.py --slurm: the grid's trials are the tasks of one job array, two at once; a trial preempted
+    mid-run (``scontrol requeue``) is requeued and resumes; every trial ends as in the same sweep run locally."""
+    grid, options = ("--grid", "seed=[0,1]"), "--cpus_per_task 1 --time 10"
+    local, on_slurm = tmp_path / "local", tmp_path / "slurm"
+    run_process([sys.executable, "bin/sweep.py", "iris", local, *grid, "--workers", "2", "--", *LONG_ARGS],
+                env=cluster.env)  # fmt: skip
+    out = open(tmp_path / "sweep.txt", "w")
+    command = [sys.executable, "bin/sweep.py", "iris", on_slurm, *grid, "--workers", "2", "--slurm", options, "--",
+               *LONG_ARGS]  # fmt: skip
+    process = start_process(command, stdout=out, stderr=subprocess.STDOUT, env=cluster.env)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not list(on_slurm.glob("trial_*/checkpoints/step_*")):
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.txt").read_text()
+            time.sleep(0.05)
+        trial = next(on_slurm.glob("trial_*/checkpoints/step_*")).parents[1]
+        job = read_json(trial / "meta.json")["sessions"][0]["slurm"]
+        array_task = f"{job['array_job_id']}_{job['array_task_id']}"
+        cluster.run("scontrol", "requeue", array_task)
+        assert process.wait(timeout=TIMEOUT_S) == 0, (tmp_path / "sweep.txt").read_text()
+    finally:
+        kill_process(process)
+    output = (tmp_path / "sweep.txt").read_text()
+    assert re.search(r"^Submitted job array \d+: trials 0, 1$", output, re.MULTILINE), output
+    sessions = read_json(trial / "meta.json")["sessions"]
+    assert [s["status"] for s in sessions] == ["interrupted", "finished"], f"{sessions}\n{output}"
+    requeued = {s["slurm"]["array_job_id"] for s in sessions} == {job["array_job_id"]}  # not submitted again
+    assert requeued, sessions
+    for number in (0, 1):
+        ran = on_slurm / f"trial_{number:04d}"
+        seed = read_json(ran / "config.json")["seed"]
+        (reference,) = [run for run in local.glob("trial_*") if read_json(run / "config.json")["seed"] == seed]
+        assert_same_run(ran, reference, f"(trial {number}, seed {seed})\n{output}")
+    assert (on_slurm / "slurm").is_dir() and "2 finished" in output, output

@@ -144,8 +144,7 @@ def check(cfg) -> None:
     for name in cfg.metrics:
         if not isinstance(name, str) or name not in METRICS:
             raise unknown("metric", name, METRICS)
-    columns = ["train_loss", "valid_loss"] + [f"{part}_{name}" for name in metric_names(cfg.task, cfg.metrics)
-                                              for part in ("train", "valid")]  # fmt: skip
+    columns = history_columns(cfg)
     if cfg.monitor not in columns:
         raise ConfigError(
             f"monitor={cfg.monitor!r} is not a column this run writes; choose one of {', '.join(columns)}"
@@ -159,6 +158,13 @@ def check(cfg) -> None:
             raise ConfigError(f"lr_schedule entry {list(pair)} must be [from_epoch >= 1 (integer), lr >= 0]")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device={cfg.device!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def history_columns(cfg) -> list[str]:
+    """The loss and metric columns of history.csv in a run of ``cfg`` (what ``monitor`` and a sweep's objective
+    may name)."""
+    names = metric_names(cfg.task, cfg.metrics)
+    return ["train_loss", "valid_loss"] + [f"{part}_{name}" for name in names for part in ("train", "valid")]
 
 
 def _leaves(node: Any, key: str = ""):

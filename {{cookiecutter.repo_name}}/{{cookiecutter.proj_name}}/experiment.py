@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import configs
 from .datasets import Split, build_dataset, one_vs_rest
-from .engine import cli, distributed, session, slurm
+from .engine import cli, distributed, session, signals, slurm, sweep
 from .engine.checkpoint import DamagedFileError, UntrustedFileError, atomic_write_json, load_tensors
 from .engine.data import DataLoaderBatches, InMemoryBatches, epoch_seed
 from .engine.distributed import World
@@ -33,7 +33,7 @@ from .engine.loop import Trainer, evaluate
 from .engine.results import ResultsDir
 from .engine.session import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .engine.signals import StopFlag
-from .metrics import METRICS, TaskMetrics, metric_names
+from .metrics import METRICS, TaskMetrics, higher_is_better, metric_names
 from .networks import BAD_ARGUMENT, NETWORKS, build_network
 from .training_models import TRAINING_MODELS
 from .training_models.base import loss_name
@@ -203,8 +203,9 @@ def make_trainer(
     built = build(cfg, device, world=world)
     if world.size > 1:  # augmentation and dropout: a stream of random numbers per process
         seed_everything(epoch_seed(cfg.seed, world.rank) % 2**32)
-    batches = built["batches"]
-    return Trainer(built["model"], batches["train"], batches.get("valid"), built["metrics"], results, cfg, stop, world)
+    batches, pruner = built["batches"], sweep.trial_pruner()  # (a pruning sweep's trial reports each epoch)
+    return Trainer(built["model"], batches["train"], batches.get("valid"), built["metrics"], results, cfg, stop, world,
+                   early_stop=pruner, hparams=OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
 
 
 def train(cfg: DictConfig, results_dir: str | Path, argv: Sequence[str], allow_config_change: bool = False) -> int:
@@ -362,6 +363,26 @@ def main_submit(argv: Sequence[str]) -> int:
         return EXIT_USAGE
 
 
+def objective_maximized(cfg: DictConfig, column: str) -> bool:
+    """Is a larger ``column`` of history.csv better, in runs of ``cfg``?  ``ConfigError`` if they lack it."""
+    columns = configs.history_columns(cfg)
+    if column not in columns:
+        raise cli.ConfigError(f"--objective={column} is not a column these runs write; choose one of "
+                              f"{', '.join(columns)}")  # fmt: skip
+    return higher_is_better(column)
+
+
+def main_sweep(argv: Sequence[str]) -> int:
+    """``bin/sweep.py CONFIG SWEEP_DIR [--grid ...] [--search ...] [-- --key=value ...]`` (see ``engine/sweep.py``)."""
+    cli.escape_unencodable_output()
+    try:
+        return sweep.main(argv, check=parse_and_check, maximize=objective_maximized, train=main_train,
+                          stop=signals.catch())  # fmt: skip
+    except cli.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def main_evaluate(argv: Sequence[str]) -> int:
     """``bin/evaluate.py RESULTS_DIR``: report and record the test metrics of a run."""
     cli.escape_unencodable_output()
@@ -389,3 +410,12 @@ def main_evaluate(argv: Sequence[str]) -> int:
         print(f"error: the metrics above could not be written to test_metrics.json: {err}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def main_compare(argv: Sequence[str]) -> int:
+    """``bin/compare.py PATH... [--metric NAME]... [--group-by KEY,...]`` (see ``engine/compare.py``): the engine
+    reads the runs, the project says which way each metric is better (``metrics.higher_is_better``)."""
+    from .engine import compare  # pandas, scipy and matplotlib: not imported for training
+
+    cli.escape_unencodable_output()
+    return compare.main(argv, higher_is_better)

@@ -20,6 +20,7 @@ scores and labels for ``classification``, probabilities and 0/1 labels for
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -93,6 +94,22 @@ METRICS: dict[str, Callable[[str, int], Metric]] = {
     "rmse": lambda task, n: tm.MeanSquaredError(squared=False, **values(task)),
     "r2": lambda task, n: tm.R2Score(**values(task)),
 }
+
+
+@functools.cache
+def higher_is_better(column: str) -> bool:
+    """Is a larger value of the column ``column`` (``valid_acc``, ``test_rmse``, ``train_loss``) better, in any run?
+
+    A metric of ``METRICS``: as torchmetrics says, asked of the metric built on the CPU for the first task it
+    fits (the import of torchmetrics only then).  Losses and every other column: no.
+    """
+    name = column.split("_", 1)[-1]
+    for task in TASKS if name in METRICS else ():
+        try:
+            return bool(METRICS[name](task, 10).higher_is_better)  # 10 outputs: enough classes for top5
+        except ValueError:  # it does not fit this task
+            continue
+    return False
 
 
 def metric_names(task: str, chosen: Sequence[str]) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import sys
 import typing
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str], selectors: Mappin
     # ``--model.n_filters=10`` whatever order they were typed in.
     for key, raw in pairs:
         if key in selectors:
-            value = _parse_value(key, raw)
+            value = parse_value(key, raw)
             if not isinstance(value, str):
                 raise ConfigError(f"--{key}={raw}: expected a name, one of the choices listed by --help")
             cfg[key] = OmegaConf.structured(selectors[key](value))
@@ -103,7 +104,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str], selectors: Mappin
         if key in selectors:
             continue
         _check_key(cfg, key)
-        value = _parse_value(key, raw)
+        value = parse_value(key, raw)
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as err:
@@ -208,6 +209,18 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, An
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (``optimizer.lr``) with scalar values: a list or an empty dict becomes its
+    JSON text, so that each value fits a table cell or a TensorBoard hyperparameter."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, Mapping)) else value
+    return flat
+
+
 def _split(item: str) -> tuple[str, str]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
@@ -215,7 +228,7 @@ def _split(item: str) -> tuple[str, str]:
     return key, raw
 
 
-def _parse_value(key: str, raw: str) -> Any:
+def parse_value(key: str, raw: str) -> Any:
     """Read ``raw`` as a YAML literal (numbers, lists, true/false, null), else a string."""
     try:
         return OmegaConf.from_dotlist([f"value={raw}"])["value"]

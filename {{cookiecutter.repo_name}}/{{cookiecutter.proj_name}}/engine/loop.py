@@ -24,7 +24,7 @@ import datetime as dt
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -94,7 +94,9 @@ class Trainer:
     """Train ``model`` on ``train`` as ``settings`` say, validating on ``valid`` and writing to ``results``.
 
     ``stop`` is looked at after every step: once a signal sets it, the trainer
-    checkpoints where it stands and ``fit`` returns the signal's name.  Under
+    checkpoints where it stands and ``fit`` returns the signal's name.
+    ``early_stop`` (a sweep's pruner) is asked after each epoch with its row:
+    True ends the run there, as ``early_stopping_patience`` does.  Under
     data parallelism (``world``) each process runs this same loop on its share
     of every batch; only rank 0 writes, and the processes agree on when to stop.
     """
@@ -109,11 +111,15 @@ class Trainer:
         settings: TrainingSettings,
         stop: StopFlag | None = None,
         world: World | None = None,
+        early_stop: Callable[[dict[str, Any]], bool] | None = None,
+        hparams: dict[str, Any] | None = None,
     ):
         self.model, self.train, self.valid, self.results, self.settings = model, train, valid, results, settings
         self.train_metrics, self.valid_metrics = metrics
         self.stop = stop or StopFlag()  # a flag nobody sets unless it is entered
         self.world = world or World()
+        self.early_stop = early_stop  # (given to every process or to none; rank 0's answer counts)
+        self.hparams = hparams  # the run's config, for TensorBoard's HParams tab
         self.checkpointer = Checkpointer(results.path, settings.checkpoint.keep, model.device, self.world)
         self.maximize = settings.monitor_mode == "max" or (
             settings.monitor_mode == "auto" and self.train_metrics.higher_is_better(settings.monitor)
@@ -145,7 +151,8 @@ class Trainer:
                   + (" (stopped early)." if self.stopped_early else "."))  # fmt: skip
             return None
         # TensorBoard hides the points a killed process wrote after the checkpoint this one resumed from.
-        self.log = RunLog(self.results, first_step=self.global_step + 1) if self.world.is_main else None
+        first_step = self.global_step + 1
+        self.log = RunLog(self.results, first_step, self.hparams) if self.world.is_main else None
         try:
             stopped_by = self._run_epochs(num_epochs)
         finally:
@@ -235,11 +242,15 @@ class Trainer:
         if value is not None and (self.best_value is None or self._better(value, self.best_value)):
             self.best_value, self.best_epoch = value, epoch
         patience = self.settings.early_stopping_patience
-        self.stopped_early = bool(patience) and self.best_epoch is not None and epoch - self.best_epoch >= patience
+        waited_enough = bool(patience) and self.best_epoch is not None and epoch - self.best_epoch >= patience
+        self.stopped_early = waited_enough
+        if self.early_stop is not None:
+            asked = self.world.is_main and self.early_stop(row)
+            self.stopped_early |= bool(self.world.max([int(asked)])[0])
         if self.log is not None:
             self.log.epoch(row, self.global_step, self.settings.num_epochs)
         self.save()
-        if self.stopped_early:
+        if waited_enough:
             print(f"Early stopping: {self.settings.monitor} has not improved for {patience} epochs "
                   f"(best: epoch {self.best_epoch})")  # fmt: skip
 

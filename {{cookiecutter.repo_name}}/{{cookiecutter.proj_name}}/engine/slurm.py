@@ -22,7 +22,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,8 +39,10 @@ class TrainingJob:
 
     train: Callable[[Sequence[str]], int]
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # set in the job's environment first (a sweep's trial)
 
     def __call__(self) -> int:
+        os.environ.update(self.env)
         code = self.train(self.argv)
         if code == exit_code(REQUEUE_SIGNAL) and int(os.environ.get("SLURM_PROCID", "0")) == 0:
             job = os.environ["SLURM_JOB_ID"]
@@ -75,23 +77,18 @@ def parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str], train: Callable[[Sequence[str]], int], check: Callable[[Sequence[str]], str]) -> int:
-    """``bin/submit.py``: ``check(train_argv)`` validates the training command and returns its RESULTS_DIR."""
-    args = parser(Path(argv[0]).name).parse_args(argv[1:])
-    train_args = args.train[1:] if args.train[:1] == ["--"] else args.train
-    script = str(Path(argv[0]).resolve().with_name("train.py"))
-    train_argv = [script, *train_args]
-    results_dir = Path(check(train_argv)).absolute()
+def make_executor(args: argparse.Namespace, logs: Path, job_name: str):
+    """A submitit executor for ``parser``'s options, with SLURM's logs in ``logs/<job id>/``."""
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=results_dir / SLURM_FOLDER / "%j")
+    executor = submitit.SlurmExecutor(folder=logs / "%j")
     executor.update_parameters(
         time=args.time,
         nodes=args.nodes,
         ntasks_per_node=args.tasks_per_node,
         cpus_per_task=args.cpus_per_task,
         signal_delay_s=args.signal_delay_s,
-        job_name=f"train:{results_dir.name}",
+        job_name=job_name,
         additional_parameters={"requeue": True},
         # The job unpickles TrainingJob, which names this project's package: importable from any working folder.
         setup=["export PYTHONPATH=" + shlex.quote(str(PROJECT_ROOT)) + "${PYTHONPATH:+:$PYTHONPATH}"],
@@ -99,6 +96,17 @@ def main(argv: Sequence[str], train: Callable[[Sequence[str]], int], check: Call
         **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}),
         **({"mem": f"{int(args.mem_gb * 1024)}M"} if args.mem_gb else {}),
     )
+    return executor
+
+
+def main(argv: Sequence[str], train: Callable[[Sequence[str]], int], check: Callable[[Sequence[str]], str]) -> int:
+    """``bin/submit.py``: ``check(train_argv)`` validates the training command and returns its RESULTS_DIR."""
+    args = parser(Path(argv[0]).name).parse_args(argv[1:])
+    train_args = args.train[1:] if args.train[:1] == ["--"] else args.train
+    script = str(Path(argv[0]).resolve().with_name("train.py"))
+    train_argv = [script, *train_args]
+    results_dir = Path(check(train_argv)).absolute()
+    executor = make_executor(args, results_dir / SLURM_FOLDER, f"train:{results_dir.name}")
     job = executor.submit(TrainingJob(train, train_argv))
     print(f"Submitted job {job.job_id}: {results_dir} (SLURM's logs in {results_dir / SLURM_FOLDER / job.job_id})")
     if not args.wait:
