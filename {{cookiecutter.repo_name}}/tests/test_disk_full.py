@@ -18,7 +18,7 @@ where mounting is not permitted.  A filler process takes the free space:
 tmpfs hands out whole pages, so rooms are counted in pages; the landmarks come from the engine's constants
 and the sizes of the reference run's files.  The test names the write that hit the full disk in each case
 (its message and meta.json's reason name the file; ``pytest -rP`` prints them).  A direct test covers the
-history.csv a full disk cuts short, and one bin/list_runs.py on such files.
+history.csv a full disk cuts short, and one bin/compare.py on such files.
 
 The reference run is conftest.py's ``iris_reference``, shared with the other fault-tolerance tests (and across
 pytest-xdist workers) by ``fault_helpers.shared``.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import importlib.util
 import io
 import math
 import os
@@ -42,7 +41,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, TIMEOUT_S, kill_process, read_history, read_json, start_process, start_script
+from conftest import TIMEOUT_S, kill_process, read_history, read_json, start_process, start_script
 from fault_helpers import (
     IRIS_STEPS_PER_EPOCH,
     assert_same_run,
@@ -52,6 +51,7 @@ from fault_helpers import (
     train_command,
 )
 
+from {{ cookiecutter.proj_name }} import experiment
 from {{ cookiecutter.proj_name }}.engine.results import LOG_ROOM, RESERVE_BYTES, ResultsDir
 
 SEED = 20261130
@@ -204,13 +204,11 @@ def check_stopped_by_the_full_disk(result: subprocess.CompletedProcess, results:
     return writer
 
 
-def list_runs(folder: Path) -> str:
-    """``bin/list_runs.py FOLDER`` (called in this process: pandas is imported once per worker)."""
-    spec = importlib.util.spec_from_file_location("list_runs", PROJECT_ROOT / "bin" / "list_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def compare_table(folder: Path) -> str:
+    """The table of ``bin/compare.py FOLDER --per-run --table-only`` (called in this process: pandas is imported
+    once per worker; nothing written, the disk may be full)."""
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert module.main(["list_runs.py", str(folder)]) == 0
+        assert experiment.main_compare(["bin/compare.py", str(folder), "--per-run", "--table-only"]) == 0
     return out.getvalue()
 
 
@@ -219,14 +217,14 @@ def free_and_rerun(filler: Path, command: tuple, results: Path, reference: Path,
     exactly as the uninterrupted run."""
     print(context)  # shown with -rP: which write each case stopped
     if (results / "meta.json").exists():
-        assert "failed" in list_runs(results), context
+        assert "failed" in compare_table(results), context
     filler.unlink()
     train(*command)
     assert_same_run(results, reference, context)
     statuses = [session["status"] for session in read_json(results / "meta.json")["sessions"]]
     assert statuses[-2:] in (["finished"], ["failed", "finished"]), f"{statuses}; {context}"
     assert "running" not in statuses and "died" not in statuses, f"{statuses}; {context}"
-    assert "finished" in list_runs(results), context
+    assert "finished" in compare_table(results), context
 
 
 def room_before_start(case: str, seeded: float, reference: Path, page: int) -> tuple[int, str | None]:
@@ -291,7 +289,7 @@ def test_a_disk_filled_before_the_run_stops_it_cleanly_and_the_rerun_ends_bitwis
     if case == "all-a-run-needs" or (expected is None and result.returncode == 0):  # the room sufficed
         assert result.returncode == 0, f"{context}\n{result.stderr}"
         assert_same_run(results, iris_reference, context)
-        assert "finished" in list_runs(results), context
+        assert "finished" in compare_table(results), context
         return
     writer = check_stopped_by_the_full_disk(result, results, context)
     context = f"{context}; the full disk stopped the write of {writer}"
@@ -427,7 +425,7 @@ def test_a_history_cut_by_a_full_disk_is_completed_with_its_header(damage, every
     assert f"Resuming from checkpoints/step_{step:09d}" in rerun.stdout, context
     assert list(read_history(results)[0]) == list(read_history(iris_reference)[0]), f"the header; {context}"
     assert_same_run(results, iris_reference, context)
-    assert "finished" in list_runs(results), context
+    assert "finished" in compare_table(results), context
 
 
 @pytest.mark.parametrize(
@@ -435,10 +433,10 @@ def test_a_history_cut_by_a_full_disk_is_completed_with_its_header(damage, every
     ["", "epoch,train_lo", "\n", "1,0.5,0.7\n2,0.4,0.8\n"],
     ids=["empty", "a-cut-header", "a-lone-line-break", "no-header"],
 )
-def test_list_runs_survives_a_damaged_history(history, tmp_path):
-    """One run's damaged history.csv (what a full disk or the old rerun left) does not stop bin/list_runs.py."""
+def test_compare_survives_a_damaged_history(history, tmp_path):
+    """One run's damaged history.csv (what a full disk or the old rerun left) does not stop bin/compare.py."""
     run = tmp_path / "runs" / "damaged"
     run.mkdir(parents=True)
     (run / "meta.json").write_text('{"status": "failed"}\n')
     (run / "history.csv").write_text(history)
-    assert "damaged" in list_runs(tmp_path / "runs")
+    assert "damaged" in compare_table(tmp_path / "runs")

@@ -439,61 +439,6 @@ def test_evaluate_refuses_a_folder_without_a_run(run, tmp_path):
     assert "config.json" in result.stderr
 
 
-def test_list_runs_prints_one_line_per_run(run, finished_run, tmp_path):
-    runs = tmp_path / "runs"
-    names = ["first", "second"]
-    for name in names:
-        shutil.copytree(finished_run, runs / name)
-    table = tmp_path / "table.csv"
-    result = run("bin/list_runs.py", runs, "--csv", table)
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1 + len(names), result.stdout
-    for name in names:
-        assert sum(str(runs / name) in line for line in lines) == 1
-    assert all("finished" in line for line in lines[1:])
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert sorted(row["run"] for row in rows) == [str(runs / name) for name in names]
-    assert all(int(row["epochs"]) == EPOCHS for row in rows)
-
-
-def test_list_runs_lists_a_run_killed_in_its_first_epoch(run, finished_run, tmp_path):
-    killed = tmp_path / "runs" / "killed"
-    killed.mkdir(parents=True)
-    for name in ("meta.json", "config.json"):  # all a run has before its first epoch ends
-        shutil.copy(finished_run / name, killed / name)
-    result = run("bin/list_runs.py", tmp_path / "runs")
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2 and str(killed) in lines[1]
-
-
-def test_list_runs_names_unreadable_files_and_lists_the_other_runs(run, finished_run, tmp_path):
-    damage = {
-        "garbage_meta": ("meta.json", "{not json"),
-        "headerless_history": ("history.csv", "1,0.5,0.5\n2,0.4,0.6\n"),
-        "lone_line_break": ("history.csv", "\r\n"),
-        "cut_row": ("history.csv", (finished_run / "history.csv").read_text() + "4,0.3"),
-    }
-    for name, (file, text) in damage.items():
-        shutil.copytree(finished_run, tmp_path / "runs" / name)
-        (tmp_path / "runs" / name / file).write_text(text)
-    shutil.copytree(finished_run, tmp_path / "runs" / "intact")
-    table = tmp_path / "table.csv"
-    result = run("bin/list_runs.py", tmp_path / "runs", "--csv", table)
-    assert "Traceback" not in result.stderr
-    with open(table, newline="") as f:
-        rows = {Path(row["run"]).name: row for row in csv.DictReader(f)}
-    assert set(rows) == {*damage, "intact"}
-    assert "meta.json" in rows["garbage_meta"]["unreadable"]
-    assert rows["intact"]["unreadable"] == "" and int(rows["intact"]["epochs"]) == EPOCHS
-
-
-def test_list_runs_without_runs(run, tmp_path):
-    result = run("bin/list_runs.py", tmp_path, check=False)
-    assert result.returncode == 1
-    assert "no runs" in result.stderr
-
-
 def run_baselines(folder: Path) -> tuple[Path, subprocess.CompletedProcess]:
     env = {**os.environ, "EXTRA_ARGS": "--num_epochs=1", "RUNS_DIR": str(folder), "PYTHON": sys.executable}
     env.pop("CIFAR10_ROOT", None)

@@ -5,6 +5,10 @@ tags every ``log_every_steps`` steps, ``epoch/...`` tags (the history row) at
 each epoch's last step.  One axis lets a resumed run hide, with TensorBoard's
 ``purge_step``, every point a killed process wrote after the checkpoint it
 resumes from, so no point appears twice.
+
+The run's config goes to TensorBoard's HParams tab, in the run's own event
+file (``SummaryWriter.add_hparams`` would write a subfolder: a second run);
+its metrics there are the last values of these scalars.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from typing import Any
 
 from .checkpoint import names_file
+from .cli import flatten
 from .results import ResultsDir
 
 
@@ -29,9 +34,10 @@ threading.excepthook = _quiet_tensorboard_thread
 
 
 class RunLog:
-    """history.csv, TensorBoard and the console for one training session, from step ``first_step`` on."""
+    """history.csv, TensorBoard and the console for one training session, from step ``first_step`` on;
+    ``hparams``, the run's config, for TensorBoard's HParams tab."""
 
-    def __init__(self, results: ResultsDir, first_step: int):
+    def __init__(self, results: ResultsDir, first_step: int, hparams: dict[str, Any] | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported here: a second of start-up elsewhere
 
         self.results = results
@@ -45,6 +51,23 @@ class RunLog:
             return
         with names_file(self.events):  # it writes its first events at once: a full disk fails here
             self.tensorboard = SummaryWriter(results.path, purge_step=first_step)
+            if hparams is not None:
+                self._write_hparams(hparams)
+
+    def _write_hparams(self, config: dict[str, Any]) -> None:
+        """The config, flattened (null values left out), as the session-start summary of TensorBoard's HParams.
+
+        Of the three summaries of torch's ``hparams()`` only this one is written.  With no experiment summary
+        TensorBoard builds the table from every run: each run's hyperparameters, and its scalars as metrics.
+        An experiment summary in each run would make it take the first run's keys and metrics for all runs,
+        and the session-end summary says "success" whatever becomes of the run.  Each session writes it again;
+        TensorBoard keeps the first (a config changed on resume is in config.json, not there).
+        """
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {key: value for key, value in flatten(config).items() if value is not None}
+        _, session_start, _ = hparams(values, {})
+        self.tensorboard.file_writer.add_summary(session_start)
 
     def step(self, train_loss: float, step: int) -> None:
         self._scalar("step/train_loss", train_loss, step)
