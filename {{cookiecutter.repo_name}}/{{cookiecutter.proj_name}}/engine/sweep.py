@@ -446,6 +446,11 @@ class Sweep:
 
         left = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         orphans = [trial for trial in left if not self.trials.take_over(trial.number, trial.user_attrs)]
+        for trial in list(orphans):  # ended before the sweep process that ran it could tell Optuna
+            status = _read_json(trial_dir(self.sweep_dir, trial.number) / "meta.json").get("status")
+            if status in (STATUS_FINISHED, STATUS_FAILED):
+                self.conclude(trial.number, 0 if status == STATUS_FINISHED else 1, "", stop)
+                orphans.remove(trial)
         for trial in orphans:
             print(f"trial {trial.number}: taken over (the process that ran it is gone); it resumes in its folder")
         self._start([(trial.number, trial.params) for trial in orphans])
@@ -478,7 +483,7 @@ class Sweep:
             argv = [self.train_script, self.spec.config, str(run), *self.spec.overrides, *extra]
             env = {TRIAL_ENV: f"{self.sweep_dir.absolute()}:{number}"} if self.spec.prune else {}
             commands.append((number, argv, env))
-        for (number, _, _), job_id in zip(trials, self.trials.start(commands), strict=False):  # (SLURM's only)
+        for (number, _), job_id in zip(trials, self.trials.start(commands), strict=False):  # (SLURM's only)
             self.study._storage.set_trial_user_attr(self._trials()[number]._trial_id, "slurm_job", job_id)
 
     def conclude(self, number: int, code: int, last_line: str, stop: StopFlag) -> None:
