@@ -43,6 +43,8 @@ DEPENDENCY_MODULES = frozenset(
     platformdirs pluggy pre_commit py pygments pytest python_discovery ruff setuptools sortedcontainers sympy
     tensorboard tensorboard_data_server torch torchgen torchmetrics lightning_utilities torchvision tqdm triton
     submitit cloudpickle
+    optuna alembic colorlog mako sqlalchemy greenlet matplotlib mpl_toolkits pylab contourpy cycler fontTools
+    kiwisolver pyparsing scipy selenium h11 outcome sniffio socks sockshandler trio trio_websocket websocket wsproto
     typing_extensions tzdata
     virtualenv werkzeug xdist yaml
     colorama exceptiongroup tomli six pytz antlr4 pkg_resources wheel attr attrs

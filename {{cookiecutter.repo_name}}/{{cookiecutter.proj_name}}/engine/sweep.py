@@ -18,7 +18,9 @@ Resume: the same command again reopens the study; finished trials are not run ag
 heartbeat, so a trial Optuna holds as RUNNING may belong to a sweep process that was killed.  One sweep
 process at a time holds ``SWEEP_DIR/.lock``, and its children die with it, so a RUNNING trial that a new
 sweep process finds belongs to nobody: it is trained again in its folder, which resumes from its newest
-checkpoint exactly.  With ``--slurm`` a RUNNING trial whose job is still queued or running is waited for.
+checkpoint exactly (or, if its run had already ended, concluded from its folder).  With ``--slurm`` a
+RUNNING trial whose job is still queued or running is waited for.  ``--nproc_per_node`` (local) or
+``--slurm '--tasks_per_node N'`` make each trial a DDP run of several processes.
 
 Pruning (``--prune``): the trial's own process reports its objective after every epoch and stops early
 when Optuna's MedianPruner says so (``trial_pruner``, called by the loop); the sweep records it as pruned.
