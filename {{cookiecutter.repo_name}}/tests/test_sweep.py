@@ -147,6 +147,8 @@ def test_pruning_stops_hopeless_trials_and_says_so(tmp_path):
     assert all(row["state"] == "finished" for row in rows if float(row["optimizer.lr"]) == 0.05)
     status = sweep("--status", sweep_dir)
     assert f"{len(pruned)} pruned" in status.stdout, status.stdout
+    table = run_process([sys.executable, "bin/compare.py", sweep_dir, "--per-run", "--table-only"]).stdout
+    assert sum("pruned" in line for line in table.splitlines()) == len(pruned), table
 
 
 def test_a_tpe_search_runs_its_trials_within_the_bounds(tmp_path):

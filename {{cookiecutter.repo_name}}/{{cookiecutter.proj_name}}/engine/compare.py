@@ -64,7 +64,7 @@ columns:
   test_*               test_metrics.json, written by bin/evaluate.py
   *_ci95               half-width of the 95% confidence interval of the mean: t(0.975, n-1) * sd / sqrt(n)
                        (in compare.csv; printed as mean +- half-width)
-  status, epochs       meta.json's status (finished, running, failed, interrupted) and the epochs done
+  status, epochs       meta.json's status (finished, pruned, running, failed, interrupted) and the epochs done
   duration_s           seconds trained, over the sessions that ended
   unreadable           the run's files that could not be read; it is listed as far as the others allow
 
@@ -126,6 +126,8 @@ def read_run(path: Path) -> Run:
     loop = _read_json(run, "loop_state.json") or {}
     test = _read_json(run, "test_metrics.json") or {}
     run.status = meta.get("status") if isinstance(meta.get("status"), str) else None
+    if run.status == "finished" and meta.get("reason") == "pruned by the sweep":  # (engine/sweep.py)
+        run.status = "pruned"
     run.config = flatten(config) if config is not None else None
     monitor = loop.get("monitor") or (config or {}).get("monitor")
     run.monitor = monitor if isinstance(monitor, str) else None
@@ -182,7 +184,7 @@ def _read_history(run: Run) -> pd.DataFrame | None:
     if "epoch" not in (reader.fieldnames or []):
         run.problems.append("history.csv: no header")
         return None
-    whole = [row for row in rows if None not in row and None not in row.values() and _float(row["epoch"]) is not None]
+    whole = [row for row in rows if None not in row and None not in row.values() and _is_epoch(row["epoch"])]
     if len(whole) < len(rows):
         run.problems.append(f"history.csv: {len(rows) - len(whole)} damaged row(s)")
     numeric = [name for name in reader.fieldnames if all(_float(row[name]) is not None for row in whole)]
@@ -196,6 +198,11 @@ def _float(text: str) -> float | None:
         return float(text) if text != "" else math.nan
     except ValueError:
         return None
+
+
+def _is_epoch(text: str) -> bool:
+    number = _float(text)
+    return number is not None and math.isfinite(number)
 
 
 def _is_number(value: Any) -> bool:
@@ -446,7 +453,9 @@ def figure(metric: str, curves: Sequence[tuple[str, pd.DataFrame]], higher: bool
     colors = _colors(len(curves))
     for (label, line), color in zip(curves, colors, strict=True):
         epochs = line.index.to_numpy()
-        ax.plot(epochs, line["mean"], label=label, color=color, marker="o" if len(line) <= 20 else None, ms=3)
+        shown = label.replace("$", r"\$")  # (matplotlib reads $...$ as math, and hides labels starting with _)
+        shown = f" {shown}" if shown.startswith("_") else shown
+        ax.plot(epochs, line["mean"], label=shown, color=color, marker="o" if len(line) <= 20 else None, ms=3)
         ax.fill_between(epochs, line["low"], line["high"], where=line["n"] > 1, color=color, alpha=0.2, lw=0)
     ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} ({'higher' if higher else 'lower'} is better)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

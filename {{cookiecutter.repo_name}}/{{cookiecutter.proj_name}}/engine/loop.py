@@ -128,7 +128,7 @@ class Trainer:
         self.epoch = self.batch = self.global_step = 0
         self.best_value: float | None = None  # of `monitor`, and the epoch that reached it
         self.best_epoch: int | None = None
-        self.stopped_early = False
+        self.stopped_early: str | bool = False  # or why: "patience" (early_stopping_patience), "pruned" (early_stop)
         # The current epoch so far, in this process: loss x samples (on the device) and samples; and the part of
         # both already logged, over all processes.
         self.loss_sum = torch.zeros((), device=model.device)
@@ -243,10 +243,11 @@ class Trainer:
             self.best_value, self.best_epoch = value, epoch
         patience = self.settings.early_stopping_patience
         waited_enough = bool(patience) and self.best_epoch is not None and epoch - self.best_epoch >= patience
-        self.stopped_early = waited_enough
+        self.stopped_early = "patience" if waited_enough else False
         if self.early_stop is not None:
             asked = self.world.is_main and self.early_stop(row)
-            self.stopped_early |= bool(self.world.max([int(asked)])[0])
+            if self.world.max([int(asked)])[0]:
+                self.stopped_early = self.stopped_early or "pruned"
         if self.log is not None:
             self.log.epoch(row, self.global_step, self.settings.num_epochs)
         self.save()

@@ -169,7 +169,9 @@ def _train(
             message = f"{reason}; run the same command to resume."
         else:
             status, code = STATUS_FINISHED, EXIT_OK
-            reason = "early stopping" if trainer.stopped_early else None
+            reason = None  # (a checkpoint from before the reasons were kept says True: patience)
+            if trainer.stopped_early:
+                reason = "pruned by the sweep" if trainer.stopped_early == "pruned" else "early stopping"
             print(f"Results in {results.path}")
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint
         status, reason, code = STATUS_INTERRUPTED, "KeyboardInterrupt", signals.exit_code(signal.SIGINT)

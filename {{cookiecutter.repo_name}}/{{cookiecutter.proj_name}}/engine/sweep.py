@@ -51,10 +51,12 @@ from .checkpoint import atomic_write_bytes, atomic_write_json
 from .cli import Command, ConfigError, first_line, parse_value
 from .lock import ResultsDirLocked, RunLock
 from .results import STATUS_FAILED, STATUS_FINISHED, utc_now
-from .signals import StopFlag, exit_code
+from .signals import SIGNALS, StopFlag, exit_code
 
 SPEC, JOURNAL, SUMMARY, SLURM_LOGS = "sweep.json", "optuna.journal", "summary.csv", "slurm"
 STUDY = "sweep"
+# sacct's states of a job that will not run again (PREEMPTED may be requeued: it is not one of them)
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 TRIAL_ENV = "SWEEP_TRIAL"  # "SWEEP_DIR:NUMBER" in a trial's environment when the sweep prunes
 DISTRIBUTIONS = "uniform(a,b), loguniform(a,b) with a > 0, int(a,b) or choice(v1,v2,...)"
 MAX_GRID_CHECKED = 10_000  # grid points checked one by one before anything starts (beyond: each value alone)
@@ -167,7 +169,10 @@ def make_spec(args: argparse.Namespace, overrides: list[str], check: Check, maxi
         raise ConfigError("--grid and --search do not mix (Optuna's GridSampler samples the grid only); "
                           "put the grid's keys into --search as choice(...)")  # fmt: skip
     grid = dict(parse_grid(item) for item in args.grid)
-    search = {key: item.partition("=")[2] for item in args.search for key, _ in [parse_search(item)]}
+    search = {}
+    for item in args.search:
+        key, _ = parse_search(item)  # (checked here; sweep.json keeps the text)
+        search[key] = item.partition("=")[2]
     size = math.prod(len(values) for values in grid.values()) if grid else None
     trials = args.trials if args.trials is not None else size
     if trials is None or trials < 1 or (size and trials > size):
@@ -230,21 +235,18 @@ def _grid_sampler():
     return GridSampler
 
 
-def ask(study, spec: Spec) -> tuple[int, dict[str, Any]]:
+def ask(study, spec: Spec, parallel: bool) -> tuple[int, dict[str, Any]]:
     """A new trial: its number and parameters."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
+    import optuna
 
-    trial = study.ask()
-    for key, values in spec.grid.items():
-        trial.suggest_categorical(key, values)
-    for key, text in spec.search.items():
-        dist = parse_search(f"{key}={text}")[1]
-        if isinstance(dist, CategoricalDistribution):
-            trial.suggest_categorical(key, dist.choices)
-        elif isinstance(dist, IntDistribution):
-            trial.suggest_int(key, dist.low, dist.high)
-        else:
-            trial.suggest_float(key, dist.low, dist.high, log=dist.log)
+    if not spec.grid:
+        # Seeded by the trials so far, not once per process: a resumed search must not draw its first
+        # suggestions again.  Constant liar: trials running at once are not sampled near each other.
+        count = len(study.get_trials(deepcopy=False))
+        study.sampler = optuna.samplers.TPESampler(seed=count, constant_liar=parallel)
+    space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in spec.grid.items()}
+    space.update(parse_search(f"{key}={text}") for key, text in spec.search.items())
+    trial = study.ask(fixed_distributions=space)
     return trial.number, trial.params
 
 
@@ -258,15 +260,15 @@ def objective_value(run: Path, column: str) -> tuple[float | None, int | None]:
 
     loop = _read_json(run / "loop_state.json")
     try:
-        history = pd.read_csv(run / "history.csv")
-    except (OSError, ValueError):
+        history = pd.read_csv(run / "history.csv").apply(pd.to_numeric, errors="coerce")
+    except (OSError, ValueError):  # missing, empty, damaged
         return None, None
-    if column not in history or history.empty:
+    if column not in history or "epoch" not in history or history["epoch"].isna().all():
         return None, None
-    epoch = loop.get("best_epoch") or int(history["epoch"].iloc[-1])
+    epoch = loop.get("best_epoch") or int(history["epoch"].max())
     values = history.loc[history["epoch"] == epoch, column]
-    value = float(values.iloc[-1]) if len(values) else None
-    return (value if value is not None and math.isfinite(value) else None), epoch
+    value = float(values.iloc[-1]) if len(values) else math.nan
+    return (value if math.isfinite(value) else None), epoch
 
 
 # -- pruning, in the trial's own process ---------------------------------------------------------
@@ -280,11 +282,19 @@ class TrialReporter:
 
         spec = read_spec(sweep_dir)
         self.objective, study = spec.objective, open_study(sweep_dir, spec)
-        self.trial = optuna.trial.Trial(study, study.trials[number]._trial_id)
+        self.trial = optuna.trial.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
 
     def __call__(self, row: dict[str, Any]) -> bool:
+        try:
+            return self._report(row)
+        except Exception as err:  # the study unreachable: train on (under DDP the others wait for this answer)
+            print(f"warning: the sweep's study could not be told epoch {row['epoch']}: {first_line(err)}",
+                  file=sys.stderr)  # fmt: skip
+            return False
+
+    def _report(self, row: dict[str, Any]) -> bool:
         value, epoch = row.get(self.objective), row["epoch"]
-        frozen = self.trial.study.trials[self.trial.number]
+        frozen = self.trial.storage.get_trial(self.trial._trial_id)
         if "pruned_at_epoch" in frozen.user_attrs:
             return True
         if value is None or not math.isfinite(value):
@@ -315,7 +325,8 @@ class LocalTrials:
     poll_s = 0.2
 
     def __init__(self, workers: int, nproc_per_node: int = 1):
-        self.workers, self.running = workers, {}  # number -> (process, its stderr)
+        self.workers, self.running = workers, {}  # number -> (process, its stderr, its slot)
+        self.gpus_per_trial, self.gpus = nproc_per_node, _visible_gpus()
         self.launcher = [sys.executable]
         if nproc_per_node > 1:  # (each trial's torchrun finds a free port of its own)
             self.launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
@@ -330,10 +341,17 @@ class LocalTrials:
     def start(self, trials: list[tuple[int, list[str], dict[str, str]]]) -> list[str]:
         """Start each ``(number, argv, extra environment)``; return the job ids (none here)."""
         for number, argv, env in trials:
+            slot = min(set(range(self.workers)) - {slot for _, _, slot in self.running.values()})
+            if self.gpus:  # each slot its own GPUs (round robin where there are fewer than the trials need)
+                n = self.gpus_per_trial
+                env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(self.gpus[(slot * n + i) % len(self.gpus)]
+                                                               for i in range(n))}  # fmt: skip
             err = tempfile.TemporaryFile()  # what it prints before its results directory exists (a bad value)
+            # A session of its own: a Ctrl-C reaches it once, forwarded by stop(), not twice.
             process = subprocess.Popen([*self.launcher, *argv], env={**os.environ, **self.env, **env},
-                                       stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent)  # fmt: skip
-            self.running[number] = (process, err)
+                                       stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                       preexec_fn=_die_with_parent)  # fmt: skip
+            self.running[number] = (process, err, slot)
         return []
 
     def take_over(self, number: int, user_attrs: dict) -> bool:
@@ -343,7 +361,7 @@ class LocalTrials:
     def ended(self) -> list[tuple[int, int, str]]:
         """``(number, exit code, last line of stderr)`` of the trials that ended since the last call."""
         done = []
-        for number, (process, err) in list(self.running.items()):
+        for number, (process, err, _) in list(self.running.items()):
             if process.poll() is not None:
                 err.seek(0)
                 lines = err.read().decode(errors="replace").strip().splitlines()
@@ -352,13 +370,32 @@ class LocalTrials:
                 del self.running[number]
         return done
 
-    def stop(self) -> None:
-        """Ask every running trial to checkpoint and stop (SIGTERM; Ctrl-C in a terminal reached them too)."""
-        for process, _ in self.running.values():
+    def stop(self, signum: int) -> None:
+        """Pass the stop signal on to every running trial (it checkpoints and exits), and wait for them; a
+        second Ctrl-C is passed on too (they stop at once)."""
+        processes = [process for process, _, _ in self.running.values()]
+        for process in processes:
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process, _ in self.running.values():
-            process.wait()
+                process.send_signal(signum)
+        for process in processes:
+            try:
+                process.wait()
+            except KeyboardInterrupt:
+                for other in processes:
+                    with contextlib.suppress(ProcessLookupError):
+                        other.send_signal(signal.SIGINT)
+                process.wait()
+
+
+def _visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them for its children."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [name.strip() for name in listed.split(",")] if listed else [str(i) for i in range(99)]
+    return names[: torch.cuda.device_count()]
 
 
 def _die_with_parent() -> None:
@@ -373,7 +410,7 @@ class SlurmTrials:
     each batch of new trials is one job array, ``workers`` of its tasks at once.  Jobs go on when this process
     stops; a rerun waits for them."""
 
-    poll_s = 5.0
+    poll_s = 10.0
 
     def __init__(self, options: str, workers: int, sweep_dir: Path, train: Callable[[Sequence[str]], int]):
         said = io.StringIO()
@@ -398,8 +435,12 @@ class SlurmTrials:
     def start(self, trials: list[tuple[int, list[str], dict[str, str]]]) -> list[str]:
         if not trials:
             return []
-        with self.executor.batch():
-            jobs = [self.executor.submit(slurm.TrainingJob(self.train, argv, env)) for _, argv, env in trials]
+        try:
+            with self.executor.batch():
+                jobs = [self.executor.submit(slurm.TrainingJob(self.train, argv, env)) for _, argv, env in trials]
+        except Exception as err:  # sbatch refused it (a partition, a limit): the trials wait for the next sweep
+            raise ConfigError(f"SLURM refused the job array: {first_line(err)}; fix --slurm and run the sweep "
+                              "again") from None  # fmt: skip
         for (number, _, _), job in zip(trials, jobs, strict=True):
             self.running[number] = job
         print(f"Submitted job array {jobs[0].job_id.split('_')[0]}: trials {', '.join(str(n) for n, _, _ in trials)}")
@@ -413,21 +454,24 @@ class SlurmTrials:
         if job_id is None:
             return False
         job = submitit.SlurmJob(folder=self.logs / "%j", job_id=job_id)
-        if job.state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING"):
-            self.running[number] = job
-            return True
-        return False
+        if job.state.split()[0] in ENDED:  # ("UNKNOWN": not in the accounting yet; it is waited for)
+            return False
+        self.running[number] = job
+        return True
 
     def ended(self) -> list[tuple[int, int, str]]:
         done = []
+        if self.running:  # one sacct call for all (submitit's own refresh waits up to 10 minutes)
+            next(iter(self.running.values())).watcher.update()
         for number, job in list(self.running.items()):
-            if job.done():
-                # (the trial's results directory says how it ended: see Sweep.conclude)
-                done.append((number, 0 if job.state == "COMPLETED" else -1, f"job {job.job_id} {job.state}"))
+            state = job.watcher.get_state(job.job_id, mode="cache").split()[0]  # "CANCELLED by 0" -> CANCELLED
+            if state in ENDED:  # (the run's folder says more: see Sweep.conclude)
+                code = {"COMPLETED": 0, "FAILED": 1, "OUT_OF_MEMORY": 1}.get(state, -signal.SIGTERM)
+                done.append((number, code, f"job {job.job_id} {state}"))
                 del self.running[number]
         return done
 
-    def stop(self) -> None:
+    def stop(self, signum: int) -> None:
         print(f"The trials' jobs go on ({', '.join(job.job_id for job in self.running.values())}); "
               "run the same command again to collect them")  # fmt: skip
         self.running.clear()
@@ -440,6 +484,7 @@ class Sweep:
     def __init__(self, spec: Spec, sweep_dir: Path, trials: LocalTrials | SlurmTrials, train_script: str):
         self.spec, self.sweep_dir, self.trials, self.train_script = spec, sweep_dir, trials, train_script
         self.study = open_study(sweep_dir, spec)
+        self.parallel = trials.workers > 1
 
     def run(self, stop: StopFlag) -> int:
         """Take over the trials left running, then keep the slots full until every trial has ended; the exit
@@ -455,19 +500,19 @@ class Sweep:
                 orphans.remove(trial)
         for trial in orphans:
             print(f"trial {trial.number}: taken over (the process that ran it is gone); it resumes in its folder")
-        self._start([(trial.number, trial.params) for trial in orphans])
+        waiting = [(trial.number, trial.params) for trial in orphans]  # started first, as slots free up
         while not stop.requested:
-            count = min(self.trials.slots(bool(self.spec.grid)), self.spec.trials - len(self._trials()))
-            self._start([ask(self.study, self.spec) for _ in range(count)])
+            slots = self.trials.slots(bool(self.spec.grid))
+            new = min(max(slots - len(waiting), 0), self.spec.trials - len(self._trials()))
+            taken, waiting = waiting[:slots], waiting[slots:]
+            self._start(taken + [ask(self.study, self.spec, self.parallel) for _ in range(new)])
             if not self.trials.running:
                 break
             time.sleep(self.trials.poll_s)
-            for number, code, last_line in self.trials.ended():
-                self.conclude(number, code, last_line, stop)
+            self._conclude_ended(stop)
         if stop.requested:
-            self.trials.stop()
-            for number, code, last_line in self.trials.ended():
-                self.conclude(number, code, last_line, stop)
+            self.trials.stop(stop.signum)
+            self._conclude_ended(stop)
         print_table(write_summary(self.sweep_dir, self.study, self.spec), self.study, self.spec)
         if stop.requested:
             return exit_code(stop.signum)
@@ -476,11 +521,19 @@ class Sweep:
     def _trials(self) -> list:
         return self.study.get_trials(deepcopy=False)
 
+    def _conclude_ended(self, stop: StopFlag) -> None:
+        ended = self.trials.ended()
+        for number, code, last_line in ended:
+            self.conclude(number, code, last_line, stop)
+        if ended:  # (--status reads the study itself; summary.csv is for the other tools)
+            write_summary(self.sweep_dir, self.study, self.spec)
+
     def _start(self, trials: list[tuple[int, dict[str, Any]]]) -> None:
         """Start each ``(number, parameters)``: ``bin/train.py CONFIG SWEEP_DIR/trial_NNNN <overrides> <params>``."""
         commands = []
         for number, params in trials:
             run, extra = trial_dir(self.sweep_dir, number), [as_override(key, value) for key, value in params.items()]
+            _wait_until_free(run)  # a trial killed with its sweep process may take a moment to let its lock go
             print(f"trial {number}: {' '.join(extra)} -> {run}")
             argv = [self.train_script, self.spec.config, str(run), *self.spec.overrides, *extra]
             env = {TRIAL_ENV: f"{self.sweep_dir.absolute()}:{number}"} if self.spec.prune else {}
@@ -495,7 +548,8 @@ class Sweep:
 
         run = trial_dir(self.sweep_dir, number)
         status = _read_json(run / "meta.json").get("status")
-        if code != 0 and status not in (STATUS_FAILED, STATUS_FINISHED) and (code != 2 or stop.requested):
+        signalled = code < 0 or code - 128 in SIGNALS or stop.requested  # (anything else is a failure)
+        if code != 0 and status not in (STATUS_FAILED, STATUS_FINISHED) and signalled:
             print(f"trial {number}: stopped ({run}); run the same command again to resume it")
             return
         if code == 0 or status == STATUS_FINISHED:
@@ -600,7 +654,12 @@ def main(argv: Sequence[str], check: Check, maximize: Callable, train: Callable[
     else:
         trials = LocalTrials(args.workers, args.nproc_per_node)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(sweep_dir):
+    try:
+        lock = RunLock(sweep_dir).__enter__()
+    except ResultsDirLocked as err:
+        said = str(err).replace("another run", "another sweep")
+        raise ConfigError(said.replace("RESULTS_DIR", "SWEEP_DIR")) from None
+    with lock:
         if (sweep_dir / SPEC).exists():
             if not read_spec(sweep_dir).same_search(spec):
                 raise ConfigError(f"{sweep_dir} holds another sweep ({sweep_dir / SPEC} has its command); run that "
@@ -611,8 +670,15 @@ def main(argv: Sequence[str], check: Check, maximize: Callable, train: Callable[
         return Sweep(spec, sweep_dir, trials, script).run(stop)
 
 
+def _wait_until_free(run: Path, timeout_s: float = 120) -> None:
+    """Wait until no process holds the results directory ``run`` (at most ``timeout_s``; the trial then says)."""
+    deadline = time.monotonic() + timeout_s
+    while run.is_dir() and not _is_free(run) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def _is_free(sweep_dir: Path) -> bool:
-    """No sweep process works in ``sweep_dir`` now (then --status may rewrite summary.csv)."""
+    """No process holds ``sweep_dir``'s lock now (a sweep's folder, or a trial's)."""
     try:
         with RunLock(sweep_dir):
             return True
