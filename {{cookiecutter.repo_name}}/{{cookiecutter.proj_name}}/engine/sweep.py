@@ -76,6 +76,10 @@ class Spec:
     direction: str = "minimize"
     prune: bool = False
 
+    def distributions(self) -> dict[str, Any]:
+        """The searched keys' Optuna distributions (sweep.json keeps their text)."""
+        return dict(parse_search(f"{key}={text}") for key, text in self.search.items())
+
     def same_search(self, other: Spec) -> bool:
         mine, theirs = asdict(self), asdict(other)
         return all(mine[key] == theirs[key] for key in mine if key != "trials")
@@ -188,12 +192,13 @@ def make_spec(args: argparse.Namespace, overrides: list[str], check: Check, maxi
     direction = {"max": "maximize", "min": "minimize"}.get(args.direction) or (
         "maximize" if maximize(cfg, args.objective) else "minimize"
     )
-    for point in _points_to_check(grid, search):
+    spec = Spec(args.config, overrides, grid, search, trials, args.objective, direction, args.prune)
+    for point in _points_to_check(grid, spec.distributions()):
         check([*base, *overrides, *(as_override(key, value) for key, value in point.items())])
-    return Spec(args.config, overrides, grid, search, trials, args.objective, direction, args.prune)
+    return spec
 
 
-def _points_to_check(grid: dict[str, list], search: dict[str, str]):
+def _points_to_check(grid: dict[str, list], search: dict[str, Any]):
     """Parameter sets whose training commands are checked before anything starts: every grid point (each value
     alone for a very large grid), and each bound or choice of every searched key."""
     if grid and math.prod(map(len, grid.values())) <= MAX_GRID_CHECKED:
@@ -201,8 +206,7 @@ def _points_to_check(grid: dict[str, list], search: dict[str, str]):
         return
     for key, values in grid.items():
         yield from ({key: value} for value in values)
-    for key, text in search.items():
-        dist = parse_search(f"{key}={text}")[1]
+    for key, dist in search.items():
         yield from ({key: value} for value in getattr(dist, "choices", None) or (dist.low, dist.high))
 
 
@@ -245,7 +249,7 @@ def ask(study, spec: Spec, parallel: bool) -> tuple[int, dict[str, Any]]:
         count = len(study.get_trials(deepcopy=False))
         study.sampler = optuna.samplers.TPESampler(seed=count, constant_liar=parallel)
     space = {key: optuna.distributions.CategoricalDistribution(values) for key, values in spec.grid.items()}
-    space.update(parse_search(f"{key}={text}") for key, text in spec.search.items())
+    space.update(spec.distributions())
     trial = study.ask(fixed_distributions=space)
     return trial.number, trial.params
 
@@ -338,8 +342,8 @@ class LocalTrials:
     def slots(self, grid: bool) -> int:
         return self.workers - len(self.running)
 
-    def start(self, trials: list[tuple[int, list[str], dict[str, str]]]) -> list[str]:
-        """Start each ``(number, argv, extra environment)``; return the job ids (none here)."""
+    def start(self, trials: list[tuple[int, list[str], dict[str, str]]]) -> dict[int, str]:
+        """Start each ``(number, argv, extra environment)``; return their job ids by number (none here)."""
         for number, argv, env in trials:
             slot = min(set(range(self.workers)) - {slot for _, _, slot in self.running.values()})
             if self.gpus:  # each slot its own GPUs (round robin where there are fewer than the trials need)
@@ -352,7 +356,7 @@ class LocalTrials:
                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                        preexec_fn=_die_with_parent)  # fmt: skip
             self.running[number] = (process, err, slot)
-        return []
+        return {}
 
     def take_over(self, number: int, user_attrs: dict) -> bool:
         """False: the trial must be started again (a local trial's process died with its sweep)."""
@@ -432,9 +436,9 @@ class SlurmTrials:
         # A grid is known in advance: one array holds all of it.  TPE learns from finished trials: ask as slots free.
         return sys.maxsize if grid else self.workers - len(self.running)
 
-    def start(self, trials: list[tuple[int, list[str], dict[str, str]]]) -> list[str]:
+    def start(self, trials: list[tuple[int, list[str], dict[str, str]]]) -> dict[int, str]:
         if not trials:
-            return []
+            return {}
         try:
             with self.executor.batch():
                 jobs = [self.executor.submit(slurm.TrainingJob(self.train, argv, env)) for _, argv, env in trials]
@@ -444,7 +448,7 @@ class SlurmTrials:
         for (number, _, _), job in zip(trials, jobs, strict=True):
             self.running[number] = job
         print(f"Submitted job array {jobs[0].job_id.split('_')[0]}: trials {', '.join(str(n) for n, _, _ in trials)}")
-        return [job.job_id for job in jobs]
+        return {number: job.job_id for (number, _, _), job in zip(trials, jobs, strict=True)}
 
     def take_over(self, number: int, user_attrs: dict) -> bool:
         """True if the trial's job is still queued or running (then it is waited for)."""
@@ -538,7 +542,7 @@ class Sweep:
             argv = [self.train_script, self.spec.config, str(run), *self.spec.overrides, *extra]
             env = {TRIAL_ENV: f"{self.sweep_dir.absolute()}:{number}"} if self.spec.prune else {}
             commands.append((number, argv, env))
-        for (number, _), job_id in zip(trials, self.trials.start(commands), strict=False):  # (SLURM's only)
+        for number, job_id in self.trials.start(commands).items():  # (SLURM's only)
             self.study._storage.set_trial_user_attr(self._trials()[number]._trial_id, "slurm_job", job_id)
 
     def conclude(self, number: int, code: int, last_line: str, stop: StopFlag) -> None:
